@@ -155,6 +155,11 @@ class AuditLog:
             self.checkpoint(utc, mono_s)
         return record
 
+    @property
+    def can_sign(self) -> bool:
+        """Whether the log was opened with a signer, so ``checkpoint`` can be used."""
+        return self._signer is not None
+
     def checkpoint(self, utc: datetime, mono_s: float) -> AuditRecord:
         """Append a checkpoint signed by the device key, committing to every record before it."""
         if self._signer is None:

@@ -16,8 +16,8 @@ from enum import Enum
 import numpy as np
 import numpy.typing as npt
 
-from device.errors import ConfigError
 from device.packets import BufferedPacket, Packet, PayloadSource, Stream
+from device.validate import check_bool, check_number
 
 AUTO_PACKET_RATE_HZ = 220
 """Packet rate the automatic record capacity allows for: 120 fps video plus 10 ms audio frames."""
@@ -53,12 +53,11 @@ class PreEventBufferConfig:
     max_packets: int | None = None
 
     def __post_init__(self) -> None:
-        _check_number("seconds", self.seconds, 0.0, 120.0, integer=False)
-        _check_number("max_bytes", self.max_bytes, 1, 2**34, integer=True)
-        if not isinstance(self.keep_audio, bool):
-            raise ConfigError(f"prebuffer.keep_audio must be a bool, got {self.keep_audio!r}")
+        check_number("prebuffer", "seconds", self.seconds, 0.0, 120.0, integer=False)
+        check_number("prebuffer", "max_bytes", self.max_bytes, 1, 2**34, integer=True)
+        check_bool("prebuffer", "keep_audio", self.keep_audio)
         if self.max_packets is not None:
-            _check_number("max_packets", self.max_packets, 1, 10_000_000, integer=True)
+            check_number("prebuffer", "max_packets", self.max_packets, 1, 10_000_000, integer=True)
 
     @property
     def packet_capacity(self) -> int:
@@ -67,15 +66,6 @@ class PreEventBufferConfig:
         if self.max_packets is not None:
             return self.max_packets
         return math.ceil((self.seconds + AUTO_GOP_SLACK_S) * AUTO_PACKET_RATE_HZ)
-
-
-def _check_number(name: str, value: object, lo: float, hi: float, *, integer: bool) -> None:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if integer:
-        number = number and isinstance(value, int)
-    if not (number and isinstance(value, int | float) and lo <= value <= hi):
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"prebuffer.{name} must be {kind} from {lo} to {hi}, got {value!r}")
 
 
 class PushResult(Enum):

@@ -11,14 +11,14 @@ The byte layout is documented in docs/storage.md; the codec and reader live in
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, Literal, Self
+from typing import Final, Literal, Self
 
+from device.blocksink import CRC_BYTES, BlockSink
 from device.durable import atomic_write_chunks, fsync_directory, fsync_fd, storage_error
 from device.errors import EvidenceError, StorageError
 from device.recordformat import (
@@ -32,11 +32,11 @@ from device.recordformat import (
     StopReason,
     encode_record_head,
     json_document,
-    media_meta,
-    record_tail,
+    media_record_head,
 )
 
 _READ_CHUNK: Final = 1024 * 1024
+_CRC_BYTES: Final = CRC_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +96,24 @@ class RecordWriter:
     """Appends records to a new segment file; the caller decides when to fsync.
 
     The constructor creates ``path`` exclusively (``O_EXCL``: a segment is never overwritten),
-    writes the header and makes file and directory entry durable. Appends go through a buffer;
-    ``flush(sync=True)`` writes it out and fsyncs, so every record appended before it survives a
-    power loss. A running SHA-256 of everything written lets ``close`` answer without rereading.
-    After an ``OSError`` the writer refuses further use: run ``recover`` on the file.
+    writes the header and (unless ``sync`` is false) makes file and directory entry durable.
+    Appends go through a buffer; ``flush(sync=True)`` writes it out and fsyncs, so every record
+    appended before it survives a power loss. A running SHA-256 of everything written lets
+    ``close`` answer without rereading. After an ``OSError`` the writer refuses further use: run
+    ``recover`` on the file.
     """
 
-    def __init__(self, path: Path, header: SegmentHeader, *, buffer_size: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        header: SegmentHeader,
+        *,
+        buffer_size: int = 4 * 1024 * 1024,
+        sync: bool = True,
+        offload: bool = os.environ.get("BWC_OFFLOAD", "1") == "1",
+    ) -> None:
         self._path = path
         self._header = header
-        self._hash = hashlib.sha256()
         self._pts = PtsRange()
         self._size = 0
         self._records = 0
@@ -113,13 +121,16 @@ class RecordWriter:
         self._synced_size = 0
         self._failed = False
         self._summary: SegmentSummary | None = None
-        self._file = _create_exclusive(path, buffer_size)
+        self._file = BlockSink(
+            _create_exclusive(path), path, block_size=buffer_size, offload=offload
+        )
         try:
             self._write(header.encode())
-            self.flush(sync=True)
-            fsync_directory(path.parent)
+            self.flush(sync=sync)
+            if sync:
+                fsync_directory(path.parent)
         except BaseException:
-            self._file.close()
+            self._file.close(flush=False)
             raise
 
     def __enter__(self) -> Self:
@@ -163,17 +174,27 @@ class RecordWriter:
 
     def append_media(
         self,
-        *,
         stream: int,
         packet_index: int,
         pts_us: int,
         duration_us: int,
+        *,
         keyframe: bool,
         data: bytes | bytearray | memoryview,
     ) -> None:
         """Append one encoded media packet. Values out of their field's range raise ValueError."""
-        meta = media_meta(stream, packet_index, pts_us, duration_us, keyframe=keyframe)
-        self._append(RecordType.MEDIA, meta, data)
+        if self._failed or self._file.closed:
+            self._check_usable()
+        head = media_record_head(
+            stream, packet_index, pts_us, duration_us, keyframe=keyframe, data_len=len(data)
+        )
+        try:
+            self._file.add_checked(head, data)
+        except StorageError:
+            self._failed = True
+            raise
+        self._size += len(head) + len(data) + _CRC_BYTES
+        self._records += 1
         self._pts.add(pts_us, duration_us)
 
     def append_marker(self, document: bytes) -> None:
@@ -188,34 +209,47 @@ class RecordWriter:
         """Hand buffered records to the OS; with ``sync`` also fsync them to stable storage."""
         self._check_usable()
         try:
-            self._file.flush()
-        except OSError as exc:
+            if sync:
+                self._file.fsync()
+            else:
+                self._file.flush()
+        except StorageError:
             self._failed = True
-            raise storage_error("writing segment", self._path, exc) from exc
+            raise
         if sync:
-            try:
-                fsync_fd(self._file.fileno(), self._path)
-            except StorageError:
-                self._failed = True
-                raise
             self._synced_records = self._records
             self._synced_size = self._size
 
-    def close(self) -> SegmentSummary:
-        """Flush, fsync file and directory, close; return the summary (again on a second call)."""
+    def mark_synced(self) -> None:
+        """Record that a device would have synced here, without forcing it to the host's disk.
+
+        Virtual-time runs model durability this way: a simulated power loss keeps what was
+        written up to the last mark (see ``EvidenceStore``).
+        """
+        self._synced_records = self._records
+        self._synced_size = self._size
+
+    def close(self, *, sync: bool = True) -> SegmentSummary:
+        """Flush, fsync file and directory (unless ``sync`` is false), close; return the summary.
+
+        A second call returns the same summary. ``sync=False`` is for virtual-time runs that
+        model durability rather than force it to the host's disk.
+        """
         if self._summary is not None:
             return self._summary
         try:
-            self.flush(sync=True)
+            self.flush(sync=sync)
+            digest = self._file.hexdigest()
         finally:
-            self._file.close()
-        fsync_directory(self._path.parent)
+            self._file.close(flush=not self._failed)
+        if sync:
+            fsync_directory(self._path.parent)
         self._summary = SegmentSummary(
             path=self._path,
             header=self._header,
             status="complete",
             size=self._size,
-            sha256=self._hash.hexdigest(),
+            sha256=digest,
             records=self._records,
             first_pts_us=self._pts.first_us,
             last_pts_us=self._pts.last_us,
@@ -223,33 +257,37 @@ class RecordWriter:
         )
         return self._summary
 
-    def abandon(self) -> None:
+    def abandon(self, *, keep_buffered: bool = True) -> None:
         """Close without fsync after a failure; buffered records are written if the OS allows.
 
-        The file is left for ``recover``, which keeps every complete record that reached it.
+        ``keep_buffered=False`` models a power loss: records still in memory are dropped, blocks
+        already handed to the OS stay. The file is left for ``recover``, which keeps every
+        complete record that reached it.
         """
         if not self._file.closed:
             try:
-                self._file.close()
-            except OSError:
+                self._file.close(flush=keep_buffered)
+            except StorageError:
                 # The file is already suspect; recover() will find out how much reached it.
                 self._failed = True
 
     def _append(self, rtype: RecordType, meta: bytes, data: bytes | bytearray | memoryview) -> None:
         self._check_usable()
         head = encode_record_head(rtype, meta, len(data))
-        self._write(head)
-        self._write(data)
-        self._write(record_tail(head, data))
+        try:
+            self._file.add_checked(head, data)
+        except StorageError:
+            self._failed = True
+            raise
+        self._size += len(head) + len(data) + _CRC_BYTES
         self._records += 1
 
     def _write(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            self._file.write(data)
-        except OSError as exc:
+            self._file.add(data)
+        except StorageError:
             self._failed = True
-            raise storage_error("writing segment", self._path, exc) from exc
-        self._hash.update(data)
+            raise
         self._size += len(data)
 
     def _check_usable(self) -> None:
@@ -261,7 +299,7 @@ class RecordWriter:
             raise ValueError(f"segment {self._path} is closed")
 
 
-def _create_exclusive(path: Path, buffer_size: int) -> BinaryIO:
+def _create_exclusive(path: Path) -> int:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError as exc:
@@ -271,7 +309,7 @@ def _create_exclusive(path: Path, buffer_size: int) -> BinaryIO:
         ) from exc
     except OSError as exc:
         raise storage_error("creating segment", path, exc) from exc
-    return open(fd, "wb", buffering=buffer_size)  # noqa: PTH123 - wrapping a raw fd
+    return fd
 
 
 def scan(path: Path) -> ScanResult:

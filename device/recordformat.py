@@ -45,6 +45,7 @@ MAX_ID_BYTES: Final = 64
 
 _HEAD: Final = struct.Struct(">IB")
 _MEDIA: Final = struct.Struct(">BQqIB")
+_MEDIA_HEAD: Final = struct.Struct(">IBBQqIB")  # _HEAD then _MEDIA, packed in one go
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 _KEYFRAME: Final = 0x01
@@ -143,13 +144,18 @@ class PtsRange:
         self.end_us: int | None = None
 
     def add(self, pts_us: int, duration_us: int) -> None:
-        """Include one packet."""
-        if self.first_us is None or self.last_us is None or self.end_us is None:
+        """Include one packet (called per packet written: comparisons, not min/max calls)."""
+        last = self.last_us
+        if last is None or self.first_us is None or self.end_us is None:
             self.first_us, self.last_us, self.end_us = pts_us, pts_us, pts_us + duration_us
             return
-        self.first_us = min(self.first_us, pts_us)
-        self.last_us = max(self.last_us, pts_us)
-        self.end_us = max(self.end_us, pts_us + duration_us)
+        if pts_us > last:
+            self.last_us = pts_us
+        elif pts_us < self.first_us:
+            self.first_us = pts_us
+        end = pts_us + duration_us
+        if end > self.end_us:  # noqa: PLR1730 - per packet: a comparison beats a max() call
+            self.end_us = end
 
 
 def media_meta(
@@ -163,6 +169,32 @@ def media_meta(
             f"media packet field out of range (stream u8, packet_index u64, pts_us i64, "
             f"duration_us u32): {stream}, {packet_index}, {pts_us}, {duration_us}"
         ) from exc
+
+
+def media_record_head(
+    stream: int, packet_index: int, pts_us: int, duration_us: int, *, keyframe: bool, data_len: int
+) -> bytes:
+    """Length, type and MEDIA header of a packet record in one pack (the writer's hot path).
+
+    Same bytes as ``encode_record_head(MEDIA, media_meta(...), data_len)``; ValueError if a value
+    does not fit its field.
+    """
+    length = MEDIA_META_SIZE + data_len
+    if length > MAX_BODY_BYTES:
+        raise ValueError(f"record body of {length} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        return _MEDIA_HEAD.pack(
+            length,
+            RecordType.MEDIA,
+            stream,
+            packet_index,
+            pts_us,
+            duration_us,
+            _KEYFRAME if keyframe else 0,
+        )
+    except struct.error:
+        media_meta(stream, packet_index, pts_us, duration_us, keyframe=keyframe)  # names it
+        raise
 
 
 def json_document(document: bytes) -> bytes:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from sim import cli_decode, cli_demo
+from sim import cli_decode, cli_demo, cli_scenario, cli_verify
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bwc-sim {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cli_demo.register(commands)
+    cli_scenario.register(commands)
     cli_decode.register(commands)
+    cli_verify.register(commands)
     return parser
 
 

@@ -1,0 +1,119 @@
+"""Events the camera produces for its uplink, queued until the shell publishes them.
+
+The core only appends; the MQTT daemon drains the queue, journals and publishes. The queue is
+bounded so a camera with no uplink (a scenario, a long offline shift) cannot grow without limit;
+what falls off the end is counted, never silent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+
+from device.recording import RecordingStart
+from protocol.common import Trigger
+from protocol.events import Activation, AnyEvent, Deactivation, Fault, Marker, ModeChange
+from protocol.vocabulary import FaultSeverity, Mode
+
+MAX_QUEUED_EVENTS = 10_000
+
+
+class EventOutbox:
+    """Numbered events waiting for the uplink."""
+
+    def __init__(self, device_id: str, *, capacity: int = MAX_QUEUED_EVENTS) -> None:
+        self.device_id = device_id
+        self.queue: deque[AnyEvent] = deque(maxlen=capacity)
+        self.seq = 0
+        self.overflowed = 0
+
+    def drain(self) -> list[AnyEvent]:
+        """Every queued event, oldest first; the queue is emptied."""
+        events = list(self.queue)
+        self.queue.clear()
+        return events
+
+    def _next(self) -> tuple[str, int]:
+        seq = self.seq
+        self.seq += 1
+        if len(self.queue) == self.queue.maxlen:
+            self.overflowed += 1
+        return f"ev{seq:010d}", seq
+
+    def activation(self, utc: datetime, start: RecordingStart) -> None:
+        """A recording started."""
+        event_id, seq = self._next()
+        self.queue.append(
+            Activation(
+                ts=utc,
+                device=self.device_id,
+                id=event_id,
+                seq=seq,
+                recording=start.recording_id,
+                trigger=start.trigger,
+                requested_pre_roll_s=start.requested_pre_roll_s,
+                delivered_pre_roll_s=start.delivered_pre_roll_s,
+            )
+        )
+
+    def deactivation(
+        self, utc: datetime, recording: str, trigger: Trigger, reason: str | None
+    ) -> None:
+        """A recording stopped."""
+        event_id, seq = self._next()
+        self.queue.append(
+            Deactivation(
+                ts=utc,
+                device=self.device_id,
+                id=event_id,
+                seq=seq,
+                recording=recording,
+                trigger=trigger,
+                reason=reason,
+            )
+        )
+
+    def marker(self, utc: datetime, recording: str, source: str, note: str | None) -> None:
+        """A bookmark was placed."""
+        event_id, seq = self._next()
+        self.queue.append(
+            Marker(
+                ts=utc,
+                device=self.device_id,
+                id=event_id,
+                seq=seq,
+                recording=recording,
+                source=source,
+                note=note,
+            )
+        )
+
+    def mode_change(self, utc: datetime, mode: Mode, *, enabled: bool, source: str) -> None:
+        """A mode was switched."""
+        event_id, seq = self._next()
+        self.queue.append(
+            ModeChange(
+                ts=utc,
+                device=self.device_id,
+                id=event_id,
+                seq=seq,
+                mode=mode,
+                enabled=enabled,
+                source=source,
+            )
+        )
+
+    def fault(self, utc: datetime, code: str, severity: FaultSeverity, message: str) -> None:
+        """Something went wrong or a threshold was crossed."""
+        event_id, seq = self._next()
+        self.queue.append(
+            Fault(
+                ts=utc,
+                device=self.device_id,
+                id=event_id,
+                seq=seq,
+                code=code,
+                severity=severity,
+                message=message[:1000],
+            )
+        )

@@ -1,0 +1,94 @@
+"""``bwc-sim scenario FILE --out DIR``: run a scenario in virtual time and report its evidence.
+
+Writes the camera's data directory (identity, audit log, recordings) to DIR and prints a report of
+every recording. With ``--json`` the report is one JSON object on stdout. Exit 0 on success, 2 for
+a bad scenario file or a DIR that is not empty (the message names the line and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from device.errors import ConfigError
+from sim.report import build_report
+from sim.runner import ScenarioRun
+from sim.scenario import format_time, load_scenario
+
+
+def register(commands: Any) -> None:
+    """Add the ``scenario`` subcommand."""
+    parser = commands.add_parser(
+        "scenario", help="run a scenario in virtual time", description=__doc__
+    )
+    parser.add_argument("file", type=Path, help="the scenario TOML file (see docs/scenarios.md)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="data directory to create (must be empty)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scenario; 0 when it ran, 2 for bad input."""
+    console = Console(stderr=True)
+    try:
+        scenario = load_scenario(args.file)
+        scenario_run = ScenarioRun(scenario, args.out)
+    except ConfigError as exc:
+        console.print(f"bwc-sim scenario: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("virtual time"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=args.json or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("", total=scenario.duration_s)
+        scenario_run.run(
+            lambda done, _total: progress.update(
+                task, completed=done, description=format_time(done)
+            )
+        )
+    wall_s = time.perf_counter() - started
+    report = build_report(scenario_run)
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        _print_human(console, report, wall_s)
+    return 0
+
+
+def _print_human(console: Console, report: dict[str, Any], wall_s: float) -> None:
+    totals = report["totals"]
+    console.print(
+        f"{report['scenario']}: device {report['device']}, {report['duration_s']:.0f} s of "
+        f"virtual time in {wall_s:.2f} s ({report['duration_s'] / max(wall_s, 1e-9):,.0f}x)",
+        markup=False,
+        soft_wrap=True,
+    )
+    for item in report["recordings"]:
+        console.print(
+            f"  {item['id']}: {item['start_utc']} .. {item['stop_utc']}, "
+            f"{item['start_trigger']} -> {item['stop_trigger']} ({item['stop_reason']}), "
+            f"pre-roll {item['delivered_pre_roll_s']:.1f}/{item['requested_pre_roll_s']:.1f} s, "
+            f"{len(item['segments'])} segments" + (" [recovered]" if item["recovered"] else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"{totals['recordings']} recordings, {totals['segments']} segments, "
+        f"{totals['bytes']:,} bytes, {totals['recorded_s']:.0f} s recorded",
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,93 @@
+"""The scenario report: what was recorded, read back from the data directory.
+
+Built from the signed manifests on disk (recovered segments included), not from the run's memory,
+so it describes the evidence as a verifier would find it. Deterministic: the same store gives the
+same report, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from device.packets import Stream
+from device.recordfile import SegmentReader
+from device.recordformat import RecordType
+from device.store import ClosedSegment, EvidenceStore
+from sim.runner import ScenarioRun
+
+
+def build_report(run: ScenarioRun) -> dict[str, Any]:
+    """The JSON report of a finished run."""
+    scenario = run.scenario
+    store = EvidenceStore(run.out, run.identity, durable=False)
+    recordings = _recordings(store)
+    return {
+        "scenario": scenario.name,
+        "device": scenario.device.id,
+        "seed": scenario.device.seed,
+        "duration_s": scenario.duration_s,
+        "key_id": run.identity.key.key_id,
+        "recordings": recordings,
+        "totals": {
+            "recordings": len(recordings),
+            "segments": sum(len(item["segments"]) for item in recordings),
+            "bytes": sum(seg["bytes"] for item in recordings for seg in item["segments"]),
+            "recorded_s": round(sum(item["duration_s"] for item in recordings), 3),
+            "boots": run.stats.boots,
+            "power_losses": run.stats.power_losses,
+            "requests_refused": run.stats.refused,
+        },
+    }
+
+
+def _recordings(store: EvidenceStore) -> list[dict[str, Any]]:
+    by_recording: dict[str, list[ClosedSegment]] = defaultdict(list)
+    for segment in store.closed_segments():
+        by_recording[segment.manifest.recording].append(segment)
+    return [_recording(rec_id, segments) for rec_id, segments in sorted(by_recording.items())]
+
+
+def _recording(recording_id: str, segments: list[ClosedSegment]) -> dict[str, Any]:
+    first, last = segments[0].manifest, segments[-1].manifest
+    return {
+        "id": recording_id,
+        "start_utc": _utc(first.start_utc),
+        "stop_utc": _utc(last.stop_utc),
+        "duration_s": round(last.stop_monotonic_s - first.start_monotonic_s, 6),
+        "clock_set": first.clock_set,
+        "start_trigger": first.start_trigger,
+        "stop_trigger": last.stop_trigger,
+        "stop_reason": last.stop_reason,
+        "requested_pre_roll_s": first.requested_pre_roll_s,
+        "delivered_pre_roll_s": first.delivered_pre_roll_s,
+        "starts_on_keyframe": starts_on_keyframe(segments[0].path),
+        "recovered": any(seg.manifest.status == "recovered" for seg in segments),
+        "categories": list(last.categories),
+        "case_id": last.case_id,
+        "segments": [
+            {
+                "index": seg.manifest.index,
+                "bytes": seg.manifest.size,
+                "sha256": seg.manifest.sha256,
+                "status": seg.manifest.status,
+            }
+            for seg in segments
+        ],
+    }
+
+
+def starts_on_keyframe(segment: Path) -> bool:
+    """Whether the first video packet of a segment is a keyframe (False if it has no video)."""
+    with SegmentReader(segment, strict=False, with_payload=False) as reader:
+        for record in reader:
+            media = record.info.media
+            if record.info.type is RecordType.MEDIA and media and media.stream == Stream.VIDEO:
+                return media.keyframe
+    return False
+
+
+def _utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,256 @@
+"""Scenario files: a device, its seed, policy, media, battery and a timeline, in TOML.
+
+``load_scenario(path)`` / ``parse_scenario(text, source)`` return a frozen ``Scenario`` that the
+virtual-time runner consumes, or raise one ``ScenarioError`` whose message names the file, the
+line, the field and what was expected. Parsing is strict: unknown tables and keys, wrong types
+and out-of-range values are all errors. The format is documented in ``docs/scenarios.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from device.battery import BatteryConfig
+from device.errors import ConfigError
+from device.policy import Durability, RecordingPolicy
+from device.validate import check_bool, check_number
+from protocol.ids import is_safe_id
+from protocol.vocabulary import ClockSource
+from sim.media import VIDEO_PRESETS, AudioProfile, VideoProfile
+from sim.scenario_fields import (
+    MAX_DURATION_S,
+    Document,
+    Label,
+    ScenarioError,
+    build,
+    describe,
+    format_time,
+    parse_time,
+    unknown,
+)
+from sim.scenario_lines import key_lines
+from sim.scenario_timeline import (
+    ACTIONS,
+    Action,
+    Categorize,
+    DoublePress,
+    Hold,
+    PowerLoss,
+    PowerOff,
+    PowerOn,
+    Press,
+    SetClock,
+    Sleep,
+    TimelineEntry,
+    Wake,
+    parse_timeline,
+)
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_EPOCH_UTC",
+    "DEFAULT_VIDEO_PRESET",
+    "MAX_DURATION_S",
+    "Action",
+    "Categorize",
+    "DeviceSpec",
+    "DoublePress",
+    "Hold",
+    "PowerLoss",
+    "PowerOff",
+    "PowerOn",
+    "Press",
+    "Scenario",
+    "ScenarioError",
+    "SetClock",
+    "Sleep",
+    "TimelineEntry",
+    "Wake",
+    "format_time",
+    "load_scenario",
+    "parse_scenario",
+    "parse_time",
+]
+
+DEFAULT_EPOCH_UTC: Final = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+"""UTC at t = 0 when ``device.epoch_utc`` is not given (fixed, so runs stay reproducible)."""
+
+DEFAULT_VIDEO_PRESET: Final = "720p30"
+
+SECTIONS: Final = ("scenario", "device", "policy", "media", "battery", "timeline")
+_AUDIO_KEYS: Final = {
+    "audio": "enabled",
+    "audio_bitrate_bps": "bitrate_bps",
+    "audio_frame_s": "frame_duration_s",
+}
+_VIDEO_KEYS: Final = tuple(f.name for f in fields(VideoProfile))
+_TOML_ERROR: Final = re.compile(r"(.*) \(at line (\d+), column (\d+)\)", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """The simulated camera: its ID, the seed of everything random, and its clock at t = 0.
+
+    ``epoch_utc`` is what the camera's clock reads at t = 0 (aware, kept in UTC); ``clock_set``
+    false means it was never set (``clock_source`` "unset") and timestamps say so.
+    """
+
+    id: str
+    seed: int
+    epoch_utc: dt.datetime = DEFAULT_EPOCH_UTC
+    clock_set: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not is_safe_id(self.id):
+            raise ConfigError(
+                "device.id must be 1-64 characters from A-Z a-z 0-9 _ . -, starting with a "
+                f"letter or digit, got {self.id!r}"
+            )
+        check_number("device", "seed", self.seed, 0, 2**63 - 1, integer=True)
+        if not isinstance(self.epoch_utc, dt.datetime) or self.epoch_utc.tzinfo is None:
+            raise ConfigError(f"device.epoch_utc must be an aware datetime, got {self.epoch_utc!r}")
+        check_bool("device", "clock_set", self.clock_set)
+
+    @property
+    def clock_source(self) -> ClockSource:
+        """The clock's source at t = 0: "sync" (set at the last dock sync) or "unset"."""
+        return "sync" if self.clock_set else "unset"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A parsed scenario file: everything a virtual-time run needs. Times in seconds."""
+
+    name: str
+    duration_s: float
+    device: DeviceSpec
+    policy: RecordingPolicy
+    video: VideoProfile
+    audio: AudioProfile
+    battery: BatteryConfig
+    timeline: tuple[TimelineEntry, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        check_number("scenario", "duration_s", self.duration_s, 0.0, MAX_DURATION_S, integer=False)
+        if self.duration_s <= 0:
+            raise ConfigError("scenario.duration_s must be more than 0")
+        times = [entry.at_s for entry in self.timeline]
+        if times != sorted(times) or any(not 0 <= t <= self.duration_s for t in times):
+            raise ConfigError("scenario.timeline must be sorted by at_s, within the duration")
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Read and parse the scenario file at ``path`` (UTF-8). Messages name it as given."""
+    source = os.fspath(path)
+    try:
+        raw = Path(source).read_bytes()
+    except OSError as error:
+        raise ScenarioError(source, None, "", f"cannot read: {error.strerror or error}") from error
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ScenarioError(source, line, "", "not UTF-8 text") from error
+    return parse_scenario(text, source)
+
+
+def parse_scenario(text: str, source: str = "<string>") -> Scenario:
+    """Parse scenario ``text``; ``source`` names it in error messages."""
+    text = text.removeprefix("\ufeff")
+    data = _load_toml(text, source)
+    try:
+        doc = Document(source, key_lines(text))
+    except RecursionError:
+        raise ScenarioError(source, 1, "", "invalid TOML: nested too deeply") from None
+    doc.check_keys((), data, SECTIONS, what="table")
+    for required in ("scenario", "device"):
+        if required not in data:
+            raise doc.error((required,), f"missing; add a [{required}] table")
+    name, duration_s = _header(doc, doc.table(("scenario",), data["scenario"]))
+    device = build(doc, ("device",), DeviceSpec, doc.table(("device",), data["device"]))
+    policy = build(
+        doc, ("policy",), RecordingPolicy, _section(doc, data, "policy"), durability=Durability.NONE
+    )
+    video, audio = _media(doc, _section(doc, data, "media"))
+    battery = build(doc, ("battery",), BatteryConfig, _section(doc, data, "battery"))
+    timeline = parse_timeline(doc, data.get("timeline", []), duration_s)
+    return Scenario(
+        name=name or _default_name(source),
+        duration_s=duration_s,
+        device=device,
+        policy=policy,
+        video=video,
+        audio=audio,
+        battery=battery,
+        timeline=timeline,
+        source=source,
+    )
+
+
+def _load_toml(text: str, source: str) -> dict[str, Any]:
+    """``tomllib.loads`` with its errors turned into ``ScenarioError`` at their line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        match = _TOML_ERROR.fullmatch(message)
+        if match:
+            reason, line, column = match[1], int(match[2]), match[3]
+            reason = f"{reason} (column {column})"
+        else:
+            reason, line = message.replace(" (at end of document)", ""), _last_line(text)
+        raise ScenarioError(source, line, "", f"invalid TOML: {reason}") from error
+    except RecursionError:
+        raise ScenarioError(source, 1, "", "invalid TOML: nested too deeply") from None
+
+
+def _last_line(text: str) -> int:
+    return max(1, len(text.splitlines()))
+
+
+def _section(doc: Document, data: dict[str, Any], name: str) -> dict[str, Any]:
+    return doc.table((name,), data.get(name, {}))
+
+
+def _header(doc: Document, table: dict[str, Any]) -> tuple[str | None, float]:
+    path = ("scenario",)
+    doc.check_keys(path, table, ("name", "duration"))
+    if "duration" not in table:
+        raise doc.error((*path, "duration"), 'missing; expected a time such as "08:00:00"')
+    duration_s = doc.time((*path, "duration"), table["duration"])
+    if not 0 < duration_s <= MAX_DURATION_S:
+        limit = format_time(MAX_DURATION_S)
+        reason = f"must be more than 0 and at most {limit}, got {describe(table['duration'])}"
+        raise doc.error((*path, "duration"), reason)
+    name = doc.convert((*path, "name"), Label, table["name"]) if "name" in table else None
+    return name, duration_s
+
+
+def _media(doc: Document, table: dict[str, Any]) -> tuple[VideoProfile, AudioProfile]:
+    path = ("media",)
+    doc.check_keys(path, table, ("video", *_VIDEO_KEYS, *_AUDIO_KEYS))
+    preset_name = table.get("video", DEFAULT_VIDEO_PRESET)
+    presets = list(VIDEO_PRESETS)
+    if not isinstance(preset_name, str):
+        reason = f"must be one of {', '.join(presets)}, got {describe(preset_name)}"
+        raise doc.error((*path, "video"), reason)
+    if preset_name not in VIDEO_PRESETS:
+        raise doc.error((*path, "video"), unknown(preset_name, presets, "video preset"))
+    overrides = {key: value for key, value in table.items() if key in _VIDEO_KEYS}
+    make = functools.partial(replace, VIDEO_PRESETS[preset_name])
+    video = build(doc, path, VideoProfile, overrides, make=make)
+    audio_given = {key: value for key, value in table.items() if key in _AUDIO_KEYS}
+    audio = build(doc, path, AudioProfile, audio_given, keys=_AUDIO_KEYS)
+    return video, audio
+
+
+def _default_name(source: str) -> str:
+    return "scenario" if source.startswith("<") else Path(source).stem or "scenario"

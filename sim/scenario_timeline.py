@@ -1,0 +1,219 @@
+"""The scenario timeline: what happens to the camera, and when, in virtual time.
+
+Each action is a frozen dataclass whose fields are its parameters in the file, checked against
+their annotations (``sim.scenario_fields``). Adding an action: write its dataclass here and add
+it to the ``Action`` union; parsing, the error messages and ``ACTIONS`` follow. A runner
+dispatches with ``match entry.params: case Hold(reason=reason): ...`` and ``assert_never``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Annotated, ClassVar, Final, Literal, TypeAlias, get_args
+
+from device.errors import ConfigError
+from sim.scenario_fields import (
+    Bounds,
+    Document,
+    Label,
+    build,
+    check_fields,
+    describe,
+    format_time,
+    unknown,
+)
+from sim.scenario_lines import Path
+
+ClockSetSource = Literal["sync", "gps", "manual"]
+"""Where a ``set_clock`` learns UTC from (``protocol.vocabulary.ClockSource`` minus "unset")."""
+
+MAX_CATEGORIES: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PowerOn:
+    """The camera boots (recovering anything a power loss left open) and starts buffering."""
+
+    name: ClassVar[str] = "power_on"
+
+
+@dataclass(frozen=True, slots=True)
+class PowerOff:
+    """Clean shutdown: a recording in progress is stopped and closed, then the camera is off."""
+
+    name: ClassVar[str] = "power_off"
+
+
+@dataclass(frozen=True, slots=True)
+class PowerLoss:
+    """The camera dies at once: nothing is closed or flushed; the next ``power_on`` recovers."""
+
+    name: ClassVar[str] = "power_loss"
+
+
+@dataclass(frozen=True, slots=True)
+class DoublePress:
+    """Double press of Event: start recording. ``source``: who or what pressed (a label)."""
+
+    name: ClassVar[str] = "double_press"
+    source: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Event held 3 s: stop recording. ``reason``: the reason stated before stopping."""
+
+    name: ClassVar[str] = "hold"
+    reason: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Press:
+    """Single press of Event: a marker in the recording in progress, with an optional note."""
+
+    name: ClassVar[str] = "press"
+    note: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Enter sleep mode: no buffer, triggers ignored."""
+
+    name: ClassVar[str] = "sleep"
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Leave sleep mode: buffer again."""
+
+    name: ClassVar[str] = "wake"
+
+
+@dataclass(frozen=True, slots=True)
+class Categorize:
+    """Categories and/or a case ID for the recording in progress, or else the last one."""
+
+    name: ClassVar[str] = "categorize"
+    categories: Annotated[tuple[Label, ...], Bounds(0, MAX_CATEGORIES)] = ()
+    case_id: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+        if not self.categories and self.case_id is None:
+            raise ConfigError("categorize needs categories, a case_id, or both")
+
+
+@dataclass(frozen=True, slots=True)
+class SetClock:
+    """The camera's clock is set now to ``utc`` (an aware datetime, kept in UTC)."""
+
+    name: ClassVar[str] = "set_clock"
+    utc: dt.datetime
+    source: ClockSetSource = "sync"
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+Action: TypeAlias = (
+    PowerOn
+    | PowerOff
+    | PowerLoss
+    | DoublePress
+    | Hold
+    | Press
+    | Sleep
+    | Wake
+    | Categorize
+    | SetClock
+)
+"""Every timeline action; a runner's ``match`` over it is checked for exhaustiveness by mypy."""
+
+ACTIONS: Final[Mapping[str, type[Action]]] = MappingProxyType(
+    {cls.name: cls for cls in get_args(Action)}
+)
+"""Action classes by their name in the file (``do = "..."``), in documentation order."""
+
+_ENTRY_KEYS: Final = ("at", "do")
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One timeline step: at ``at_s`` seconds of virtual time, ``params`` happens.
+
+    ``action`` is the action's name (``params.name``); ``line`` is the line of its
+    ``[[timeline]]`` header, for messages about it.
+    """
+
+    at_s: float
+    action: str
+    params: Action
+    line: int
+
+    def __post_init__(self) -> None:
+        if self.action != self.params.name:
+            raise ConfigError(f"TimelineEntry.action {self.action!r} != {self.params.name!r}")
+
+
+def parameters(action: str) -> tuple[str, ...]:
+    """The keys an entry with ``do = action`` may have, ``at`` and ``do`` first."""
+    return (*_ENTRY_KEYS, *(f.name for f in fields(ACTIONS[action])))
+
+
+def parse_timeline(doc: Document, value: object, duration_s: float) -> tuple[TimelineEntry, ...]:
+    """The ``[[timeline]]`` entries, checked, sorted by time (file order among equal times)."""
+    if not isinstance(value, list):
+        raise doc.error(("timeline",), f"must be [[timeline]] tables, got {describe(value)}")
+    entries = [_entry(doc, index, item, duration_s) for index, item in enumerate(value)]
+    return tuple(sorted(entries, key=lambda entry: entry.at_s))
+
+
+def _entry(doc: Document, index: int, item: object, duration_s: float) -> TimelineEntry:
+    path = ("timeline", index)
+    table = doc.table(path, item)
+    action = _action_name(doc, path, table)
+    at_s = _at(doc, path, table, duration_s)
+    allowed = parameters(action)
+    for key in table:
+        if key not in allowed:
+            raise doc.error((*path, key), unknown(key, list(allowed), f"{action} parameter"))
+    given = {key: value for key, value in table.items() if key not in _ENTRY_KEYS}
+    params = build(doc, path, ACTIONS[action], given)
+    return TimelineEntry(at_s, action, params, doc.line(path))
+
+
+def _action_name(doc: Document, path: Path, table: dict[str, object]) -> str:
+    names = list(ACTIONS)
+    if "do" not in table:
+        raise doc.error((*path, "do"), f"missing; expected one of {', '.join(names)}")
+    action = table["do"]
+    if not isinstance(action, str):
+        reason = f"must be an action name, one of {', '.join(names)}, got {describe(action)}"
+        raise doc.error((*path, "do"), reason)
+    if action not in ACTIONS:
+        raise doc.error((*path, "do"), unknown(action, names, "action"))
+    return action
+
+
+def _at(doc: Document, path: Path, table: dict[str, object], duration_s: float) -> float:
+    if "at" not in table:
+        raise doc.error((*path, "at"), 'missing; expected a time such as "00:05:00"')
+    at_s = doc.time((*path, "at"), table["at"])
+    if at_s > duration_s:
+        end = format_time(duration_s)
+        raise doc.error(
+            (*path, "at"), f"{format_time(at_s)} is after the end (scenario.duration {end})"
+        )
+    return at_s
