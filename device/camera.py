@@ -9,16 +9,13 @@ starts at power-on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Final
 
-import msgspec
-
 from device.audit import AuditLog
-from device.auditformat import JsonValue
 from device.battery import Battery, BatteryAlert, Load
+from device.camera_audit import CameraAudit, Decision, marker_document, policy_fields
 from device.camera_events import EventOutbox
 from device.clock import DeviceClock
 from device.packets import Packet, PayloadSource, Stream
@@ -62,14 +59,6 @@ BATTERY: Final = Trigger(kind="battery", source="battery")
 CONTINUATION: Final = Trigger(kind="policy", source="max_duration")
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the camera did with a request, and why."""
-
-    accepted: bool
-    reason: str
-
-
 class Camera:
     """One camera. Make it, then ``power_on``; feed packets and requests with ``now``."""
 
@@ -89,6 +78,7 @@ class Camera:
         self.store = store
         self.audit = audit
         self.clock = clock
+        self._trail = CameraAudit(audit, clock)
         self.battery = battery
         self.buffer = PreEventBuffer(policy.buffer_config())
         self.outbox = EventOutbox(device_id)
@@ -108,26 +98,11 @@ class Camera:
         if self.state is not CameraState.OFF:
             return []
         self._boots += 1
-        self._audit("power_on", now, boot=self._boots, clock_set=self.clock.is_set)
+        self._trail.record("power_on", now, boot=self._boots, clock_set=self.clock.is_set)
         recovery = self.store.recover()
-        for path, why in recovery.set_aside:
-            where = str(path.relative_to(self.store.root))
-            self._audit("segment_set_aside", now, path=where, reason=why.replace(str(path), where))
-            self.outbox.fault(self._utc(now), "segment_set_aside", "warning", where)
-        for segment in recovery.closed:
-            manifest = segment.manifest
-            self._audit(
-                "segment_recovered",
-                now,
-                recording=manifest.recording,
-                index=manifest.index,
-                size=manifest.size,
-                records=manifest.records,
-                sha256=manifest.sha256,
-            )
-            where = str(segment.path.relative_to(self.store.root))
-            self.outbox.fault(self._utc(now), "recovered_segment", "warning", where)
-        self._audit("config", now, **_policy_fields(self.policy))
+        for code, where in self._trail.recovery(recovery, self.store.root, now):
+            self.outbox.fault(self._utc(now), code, "warning", where)
+        self._trail.record("config", now, **policy_fields(self.policy))
         self._media = media
         self._pts0_mono = now
         self._move(CameraState.BUFFERING, now, "powered on")
@@ -192,14 +167,14 @@ class Camera:
                 recording = self._continue_in_new_recording(now)
         closed = recording.append(packet, self._source())
         if closed is not None:
-            self._audit_segment(closed, self._pts0_mono + packet.pts_s)
+            self._trail.segment_closed(closed, self._pts0_mono + packet.pts_s)
 
     # -- requests -----------------------------------------------------------------------------
 
     def activate(self, trigger: Trigger, now: float) -> Decision:
         """A trigger asks to record."""
         decision = self._decide_activation(trigger, now)
-        self._audit_trigger("activate", trigger, decision, now)
+        self._trail.trigger("activate", trigger, decision, now)
         return decision
 
     def _decide_activation(self, trigger: Trigger, now: float) -> Decision:
@@ -233,7 +208,7 @@ class Camera:
             self._stop_recording(trigger, reason, now)
             self._move(CameraState.BUFFERING, now, "recording stopped")
             decision = Decision(accepted=True, reason="recording stopped")
-        self._audit_trigger("deactivate", trigger, decision, now, stated_reason=reason)
+        self._trail.trigger("deactivate", trigger, decision, now, stated_reason=reason)
         return decision
 
     def marker(self, source: str, note: str | None, now: float) -> Decision:
@@ -243,10 +218,10 @@ class Camera:
             decision = Decision(accepted=False, reason="not recording")
         else:
             pts = round(now - self._pts0_mono, 6)
-            recording.mark(_marker_document(source, note, pts))
+            recording.mark(marker_document(source, note, pts))
             self.outbox.marker(self._utc(now), recording.recording_id, source, note)
             decision = Decision(accepted=True, reason="marker written")
-        self._audit("marker", now, source=source, note=note, accepted=decision.accepted)
+        self._trail.record("marker", now, source=source, note=note, accepted=decision.accepted)
         return decision
 
     def categorize(self, categories: tuple[str, ...], case_id: str | None, now: float) -> Decision:
@@ -268,7 +243,7 @@ class Camera:
             )
         else:
             decision = Decision(accepted=True, reason="recording stopped: kept in the audit log")
-        self._audit(
+        self._trail.record(
             "categorized",
             now,
             recording=None if target is None else target.recording_id,
@@ -288,7 +263,7 @@ class Camera:
             self._move(CameraState.SLEEPING, now, "sleep mode")
             self.outbox.mode_change(self._utc(now), "sleep", enabled=True, source="button")
             decision = Decision(accepted=True, reason="sleeping")
-        self._audit("mode", now, mode="sleep", enabled=True, accepted=decision.accepted)
+        self._trail.record("mode", now, mode="sleep", enabled=True, accepted=decision.accepted)
         return decision
 
     def wake(self, now: float) -> Decision:
@@ -299,14 +274,14 @@ class Camera:
             self._move(CameraState.BUFFERING, now, "woken")
             self.outbox.mode_change(self._utc(now), "sleep", enabled=False, source="button")
             decision = Decision(accepted=True, reason="buffering")
-        self._audit("mode", now, mode="sleep", enabled=False, accepted=decision.accepted)
+        self._trail.record("mode", now, mode="sleep", enabled=False, accepted=decision.accepted)
         return decision
 
     def set_utc(self, utc: datetime, source: ClockSource, now: float) -> None:
         """The clock learns UTC (from sync, GPS or a person): later timestamps use it."""
         before = self.clock.utc(now)
         self.clock.set(utc, now, source)
-        self._audit("clock_set", now, source=source, previous_utc=before.isoformat())
+        self._trail.record("clock_set", now, source=source, previous_utc=before.isoformat())
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -348,7 +323,7 @@ class Camera:
         self.recording = recording
         recording.write_pre_roll(preroll.packets, continuous=preroll.continuous)
         self._move(CameraState.RECORDING, now, f"activated by {trigger.kind}")
-        self._audit(
+        self._trail.record(
             "recording_started",
             now,
             recording=start.recording_id,
@@ -366,8 +341,8 @@ class Camera:
         recording = self.recording
         assert recording is not None
         closed = recording.finish(trigger, reason)
-        self._audit_segment(closed, now)
-        self._audit(
+        self._trail.segment_closed(closed, now)
+        self._trail.record(
             "recording_stopped",
             now,
             recording=recording.recording_id,
@@ -397,12 +372,12 @@ class Camera:
 
     def _storage_full(self, now: float) -> None:
         used = self.store.used_bytes
-        self._audit("storage_full", now, used_bytes=used, budget=self.policy.storage_bytes)
+        self._trail.record("storage_full", now, used_bytes=used, budget=self.policy.storage_bytes)
         self.outbox.fault(self._utc(now), "storage_full", "error", f"{used} bytes used")
 
     def _battery(self, now: float) -> None:
         for alert in self.battery.advance(now, _LOADS[self.state]):
-            self._audit(alert.value, now, percent=round(self.battery.percent, 3))
+            self._trail.record(alert.value, now, percent=round(self.battery.percent, 3))
             severity: FaultSeverity = "warning" if alert is BatteryAlert.LOW else "critical"
             self.outbox.fault(self._utc(now), alert.value, severity, "battery")
             if alert is BatteryAlert.EMPTY:
@@ -421,43 +396,10 @@ class Camera:
     def _move(self, target: CameraState, now: float, reason: str) -> None:
         if target not in TRANSITIONS[self.state]:
             raise LocalProtocolError(f"camera cannot go from {self.state.value} to {target.value}")
-        self._audit("state", now, previous=self.state.value, state=target.value, reason=reason)
+        self._trail.record(
+            "state", now, previous=self.state.value, state=target.value, reason=reason
+        )
         self.state = target
-
-    def _audit_trigger(
-        self,
-        request: str,
-        trigger: Trigger,
-        decision: Decision,
-        now: float,
-        **extra: str | None,
-    ) -> None:
-        self._audit(
-            "trigger",
-            now,
-            request=request,
-            trigger=trigger.kind,
-            source=trigger.source,
-            hw_time_ms=trigger.hw_time_ms,
-            accepted=decision.accepted,
-            decision=decision.reason,
-            **extra,
-        )
-
-    def _audit_segment(self, closed: ClosedSegment, now: float) -> None:
-        manifest = closed.manifest
-        self._audit(
-            "segment_closed",
-            now,
-            recording=manifest.recording,
-            index=manifest.index,
-            size=manifest.size,
-            sha256=manifest.sha256,
-            records=manifest.records,
-        )
-
-    def _audit(self, kind: str, now: float, /, **fields: JsonValue) -> None:
-        self.audit.append(kind, self._utc(now), round(now, 6), **fields)
 
     def _utc(self, now: float) -> datetime:
         return self.clock.utc(now)
@@ -474,20 +416,3 @@ _LOADS: Final = {
     CameraState.RECORDING: Load.RECORDING,
     CameraState.POST_EVENT: Load.RECORDING,
 }
-
-
-def _policy_fields(policy: RecordingPolicy) -> dict[str, JsonValue]:
-    return {
-        "pre_event_s": policy.pre_event_s,
-        "pre_event_max_bytes": policy.pre_event_max_bytes,
-        "audio_in_buffer": policy.audio_in_buffer,
-        "post_event_s": policy.post_event_s,
-        "segment_s": policy.segment_s,
-        "max_recording_s": policy.max_recording_s,
-        "storage_bytes": policy.storage_bytes,
-        "durability": policy.durability.value,
-    }
-
-
-def _marker_document(source: str, note: str | None, pts_s: float) -> bytes:
-    return msgspec.json.encode({"kind": "marker", "source": source, "note": note, "pts_s": pts_s})
