@@ -1,0 +1,206 @@
+"""The camera state machine: one focused test per rule (the stateful test covers combinations)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from device.audit import AuditLog, AuditSync
+from device.battery import Battery, BatteryConfig
+from device.camera import TRANSITIONS, Camera, CameraState
+from device.clock import DeviceClock
+from device.identity import DeviceIdentity
+from device.policy import Durability, RecordingPolicy
+from device.store import EvidenceStore
+from protocol.common import Trigger
+from protocol.errors import LocalProtocolError
+from sim.feed import MediaFeed
+from sim.media import AudioProfile, MediaSource, VideoProfile
+
+BUTTON = Trigger(kind="button", source="button:event")
+VIDEO = VideoProfile(bitrate_bps=400_000, gop_frames=30)
+POLICY = RecordingPolicy(pre_event_s=5, segment_s=10, durability=Durability.NONE)
+
+
+class Rig:
+    """A camera on a fresh data directory with its encoder, driven in virtual time."""
+
+    def __init__(
+        self,
+        root: Path,
+        policy: RecordingPolicy = POLICY,
+        battery: BatteryConfig | None = None,
+    ) -> None:
+        identity = DeviceIdentity.load_or_create(root, "cam-u", seed=3)
+        clock = DeviceClock(datetime(2026, 11, 29, 14, 0, tzinfo=UTC), 0.0, "sync")
+        self.audit = AuditLog.open(
+            root / "audit.log",
+            "cam-u",
+            utc=clock.utc(0.0),
+            mono_s=0.0,
+            key_id=identity.key.key_id,
+            signer=identity.key,
+            sync=AuditSync.EXPLICIT,
+        )
+        self.store = EvidenceStore(root, identity, durable=False)
+        self.camera = Camera(
+            device_id="cam-u",
+            policy=policy,
+            battery=Battery(battery or BatteryConfig(), 0.0),
+            store=self.store,
+            audit=self.audit,
+            clock=clock,
+            now=0.0,
+        )
+        self.media = MediaSource(3, "cam-u", VIDEO, AudioProfile(bitrate_bps=16_000))
+        self.camera.power_on(0.0, self.media)
+        self.feed = MediaFeed(self.camera, self.media, 0.0)
+        self.root = root
+
+    def at(self, now: float) -> Camera:
+        """Feed media up to ``now``, running the camera's deadlines on the way."""
+        while (deadline := self.camera.next_deadline()) is not None and deadline <= now:
+            self.feed.advance(deadline)
+            self.camera.handle_timeout(deadline)
+        self.feed.advance(now)
+        return self.camera
+
+    def audit_kinds(self) -> list[str]:
+        """Kinds of the audit records written so far."""
+        self.audit.sync()
+        text = (self.root / "audit.log").read_text()
+        return [line.split('"kind":"', 1)[1].split('"', 1)[0] for line in text.splitlines()]
+
+
+def test_every_state_pair_is_a_legal_move_or_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    for source in CameraState:
+        for target in CameraState:
+            rig.camera.state = source
+            if target in TRANSITIONS[source]:
+                rig.camera._move(target, 1.0, "test")
+                assert rig.camera.state is target
+            else:
+                with pytest.raises(LocalProtocolError, match="cannot go from"):
+                    rig.camera._move(target, 1.0, "test")
+
+
+def test_recording_starts_with_the_pre_roll_on_a_keyframe(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    assert rig.at(20.0).activate(BUTTON, 20.0).accepted
+    recording = rig.camera.recording
+    assert recording is not None
+    assert recording.start.delivered_pre_roll_s >= 5.0
+    assert recording.totals.first_video_keyframe is True
+    assert rig.at(45.0).deactivate(BUTTON, "done", 45.0).accepted
+    segments = rig.camera.finished[0].totals.segments
+    assert len(segments) >= 3  # 30 s of recording in 10 s segments
+    assert segments[-1].manifest.stop_reason == "done"
+    assert all(seg.manifest.stop_trigger is None for seg in segments[:-1])
+
+
+def test_sleep_refuses_triggers_and_keeps_no_buffer(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    assert rig.at(10.0).sleep(10.0).accepted
+    decision = rig.at(20.0).activate(BUTTON, 20.0)
+    assert not decision.accepted
+    assert "sleep" in decision.reason
+    assert len(rig.camera.buffer) == 0
+    assert rig.camera.wake(21.0).accepted
+    assert rig.at(22.0).activate(BUTTON, 22.0).accepted
+    recording = rig.camera.recording
+    assert recording is not None
+    assert recording.start.delivered_pre_roll_s <= 1.0 + VIDEO.gop_duration_s
+    assert "trigger" in rig.audit_kinds()
+
+
+def test_a_stop_while_not_recording_is_refused_and_audited(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    decision = rig.at(5.0).deactivate(BUTTON, None, 5.0)
+    assert (decision.accepted, decision.reason) == (False, "not recording")
+    assert rig.audit_kinds().count("trigger") == 1
+
+
+def test_post_event_buffer_keeps_recording_after_the_stop(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, replace(POLICY, post_event_s=4.0))
+    rig.at(10.0).activate(BUTTON, 10.0)
+    rig.at(20.0).deactivate(BUTTON, "scene secure", 20.0)
+    assert rig.camera.state is CameraState.POST_EVENT
+    rig.at(30.0)
+    assert rig.camera.state is CameraState.BUFFERING
+    last = rig.camera.finished[0].totals.segments[-1].manifest
+    assert last.stop_reason == "scene secure"
+    assert 23.9 <= last.stop_monotonic_s <= 24.1
+
+
+def test_a_long_recording_continues_in_a_new_one_without_a_gap(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, replace(POLICY, max_recording_s=60.0, segment_s=30.0))
+    rig.at(10.0).activate(BUTTON, 10.0)
+    rig.at(150.0).deactivate(BUTTON, "done", 150.0)
+    first, second, third = rig.camera.finished
+    assert first.totals.segments[-1].manifest.stop_trigger == "policy"
+    assert second.start.trigger.source == "max_duration"
+    assert second.start.requested_pre_roll_s == 0.0
+    stop = first.totals.segments[-1].manifest.stop_monotonic_s
+    start = second.totals.segments[0].manifest.start_monotonic_s
+    assert start == pytest.approx(stop, abs=1e-6)
+    assert third.totals.segments[-1].manifest.stop_reason == "done"
+
+
+def test_storage_full_stops_the_recording_and_refuses_new_ones(tmp_path: Path) -> None:
+    policy = replace(POLICY, storage_bytes=3_000_000, storage_reserve_bytes=500_000)
+    rig = Rig(tmp_path, policy)
+    rig.at(5.0).activate(BUTTON, 5.0)
+    rig.at(200.0)
+    assert rig.camera.state is CameraState.BUFFERING
+    stopped = rig.camera.finished[0].totals.segments[-1].manifest
+    assert (stopped.stop_trigger, stopped.stop_reason) == ("storage", "storage full")
+    assert rig.store.used_bytes <= policy.storage_bytes
+    decision = rig.camera.activate(BUTTON, 200.0)
+    assert (decision.accepted, decision.reason) == (False, "storage full")
+    assert "storage_full" in rig.audit_kinds()
+
+
+def test_an_empty_battery_stops_the_recording_and_powers_off(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, battery=BatteryConfig(capacity_h=4.0, start_percent=30.0))
+    rig.at(5.0).activate(BUTTON, 5.0)
+    rig.at(4000.0)  # 30 % of 4 h at 1.4 times the buffering draw: empty after about 51 min
+    assert rig.camera.state is CameraState.OFF
+    kinds = rig.audit_kinds()
+    assert (
+        kinds.index("battery_low") < kinds.index("battery_critical") < kinds.index("battery_empty")
+    )
+    last = rig.camera.finished[0].totals.segments[-1].manifest
+    assert (last.stop_trigger, last.stop_reason) == ("battery", "battery empty")
+    assert kinds[-1] == "checkpoint"
+
+
+def test_categories_reach_the_manifests_closed_after_them(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.at(5.0).activate(BUTTON, 5.0)
+    rig.at(12.0).categorize(("traffic stop",), "2026-042", 12.0)
+    rig.at(40.0).deactivate(BUTTON, "done", 40.0)
+    manifests = [seg.manifest for seg in rig.camera.finished[0].totals.segments]
+    assert manifests[-1].categories == ("traffic stop",)
+    assert manifests[-1].case_id == "2026-042"
+    after = rig.camera.categorize(("arrest",), None, 41.0)
+    assert after.accepted
+    assert "audit" in after.reason
+
+
+def test_power_loss_keeps_what_reached_the_last_sync_point(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.at(5.0).activate(BUTTON, 5.0)
+    rig.at(8.5)
+    recording = rig.camera.recording
+    assert recording is not None
+    path, synced = recording.durable_position()
+    rig.camera.power_loss()
+    rig.audit.close()
+    again = Rig(tmp_path)
+    (recovered,) = [seg for seg in again.store.closed_segments() if seg.path == path]
+    assert recovered.manifest.status == "recovered"
+    assert recovered.manifest.records == synced
