@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class Stream(IntEnum):
@@ -21,8 +21,16 @@ class Stream(IntEnum):
     AUDIO = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
+class _PacketFields(NamedTuple):
+    stream: Stream
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, which packets never use
+    pts_s: float
+    duration_s: float
+    keyframe: bool
+    size: int
+
+
+class Packet(_PacketFields):
     """One encoded access unit (a video frame or an audio frame), without its payload.
 
     ``pts_s`` is the presentation time on the device's media clock (seconds since the encoder
@@ -30,27 +38,45 @@ class Packet:
     from 0. Audio frames decode on their own, so every audio packet is a keyframe.
 
     Raises ``ValueError`` on impossible values: a bad packet is a bug in whoever made it, not a
-    configuration the user can fix.
+    configuration the user can fix. An immutable tuple rather than a frozen dataclass: the
+    simulated encoder makes one per packet, and ``trusted`` skips the checks for it.
     """
 
-    stream: Stream
-    index: int
-    pts_s: float
-    duration_s: float
-    keyframe: bool
-    size: int
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.index < 0:
-            raise ValueError(f"Packet.index must be >= 0, got {self.index}")
-        if self.size < 0:
-            raise ValueError(f"Packet.size must be >= 0 bytes, got {self.size}")
-        if not math.isfinite(self.pts_s):
-            raise ValueError(f"Packet.pts_s must be finite, got {self.pts_s}")
-        if not (self.duration_s > 0.0 and math.isfinite(self.duration_s)):
-            raise ValueError(f"Packet.duration_s must be finite and > 0, got {self.duration_s}")
-        if self.stream is Stream.AUDIO and not self.keyframe:
+    def __new__(  # noqa: PLR0917 - the tuple's six fields, positionally as in the tuple
+        cls,
+        stream: Stream,
+        index: int,
+        pts_s: float,
+        duration_s: float,
+        keyframe: bool,
+        size: int,
+    ) -> Packet:
+        if index < 0:
+            raise ValueError(f"Packet.index must be >= 0, got {index}")
+        if size < 0:
+            raise ValueError(f"Packet.size must be >= 0 bytes, got {size}")
+        if not math.isfinite(pts_s):
+            raise ValueError(f"Packet.pts_s must be finite, got {pts_s}")
+        if not (duration_s > 0.0 and math.isfinite(duration_s)):
+            raise ValueError(f"Packet.duration_s must be finite and > 0, got {duration_s}")
+        if stream is Stream.AUDIO and not keyframe:
             raise ValueError("audio packets are always keyframes")
+        return super().__new__(cls, stream, index, pts_s, duration_s, keyframe, size)
+
+    @classmethod
+    def trusted(  # noqa: PLR0917 - the tuple's six fields, positionally as in the tuple
+        cls,
+        stream: Stream,
+        index: int,
+        pts_s: float,
+        duration_s: float,
+        keyframe: bool,
+        size: int,
+    ) -> Packet:
+        """A packet from a source that already guarantees the checks (the simulated encoder)."""
+        return tuple.__new__(cls, (stream, index, pts_s, duration_s, keyframe, size))
 
     @property
     def end_s(self) -> float:

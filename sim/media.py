@@ -223,7 +223,7 @@ class MediaSource:
             raise ValueError(f"packet index must be >= 0, got {index}")
         if stream is Stream.VIDEO:
             video = self.video
-            return Packet(
+            return Packet.trusted(
                 Stream.VIDEO,
                 index,
                 self._video_pts(index),
@@ -233,13 +233,13 @@ class MediaSource:
             )
         per_frame = self.audio.frame_bytes
         size = math.floor((index + 1) * per_frame) - math.floor(index * per_frame)
-        return Packet(
+        return Packet.trusted(
             Stream.AUDIO,
             index,
             self._audio_pts(index),
             self.audio.frame_duration_s,
-            keyframe=True,
-            size=size,
+            True,  # noqa: FBT003 - audio frames are all keyframes
+            size,
         )
 
     def next_index(self, stream: Stream) -> int:
