@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from datetime import datetime
+from typing import Any
 
 from device.recording import RecordingStart
 from protocol.common import Trigger
@@ -33,87 +34,39 @@ class EventOutbox:
         self.queue.clear()
         return events
 
-    def _next(self) -> tuple[str, int]:
+    def _push(self, kind: type[AnyEvent], utc: datetime, **fields: Any) -> None:
         seq = self.seq
         self.seq += 1
         if len(self.queue) == self.queue.maxlen:
             self.overflowed += 1
-        return f"ev{seq:010d}", seq
+        event = kind(ts=utc, device=self.device_id, id=f"ev{seq:010d}", seq=seq, **fields)
+        self.queue.append(event)
 
     def activation(self, utc: datetime, start: RecordingStart) -> None:
         """A recording started."""
-        event_id, seq = self._next()
-        self.queue.append(
-            Activation(
-                ts=utc,
-                device=self.device_id,
-                id=event_id,
-                seq=seq,
-                recording=start.recording_id,
-                trigger=start.trigger,
-                requested_pre_roll_s=start.requested_pre_roll_s,
-                delivered_pre_roll_s=start.delivered_pre_roll_s,
-            )
+        self._push(
+            Activation,
+            utc,
+            recording=start.recording_id,
+            trigger=start.trigger,
+            requested_pre_roll_s=start.requested_pre_roll_s,
+            delivered_pre_roll_s=start.delivered_pre_roll_s,
         )
 
     def deactivation(
         self, utc: datetime, recording: str, trigger: Trigger, reason: str | None
     ) -> None:
         """A recording stopped."""
-        event_id, seq = self._next()
-        self.queue.append(
-            Deactivation(
-                ts=utc,
-                device=self.device_id,
-                id=event_id,
-                seq=seq,
-                recording=recording,
-                trigger=trigger,
-                reason=reason,
-            )
-        )
+        self._push(Deactivation, utc, recording=recording, trigger=trigger, reason=reason)
 
     def marker(self, utc: datetime, recording: str, source: str, note: str | None) -> None:
         """A bookmark was placed."""
-        event_id, seq = self._next()
-        self.queue.append(
-            Marker(
-                ts=utc,
-                device=self.device_id,
-                id=event_id,
-                seq=seq,
-                recording=recording,
-                source=source,
-                note=note,
-            )
-        )
+        self._push(Marker, utc, recording=recording, source=source, note=note)
 
     def mode_change(self, utc: datetime, mode: Mode, *, enabled: bool, source: str) -> None:
         """A mode was switched."""
-        event_id, seq = self._next()
-        self.queue.append(
-            ModeChange(
-                ts=utc,
-                device=self.device_id,
-                id=event_id,
-                seq=seq,
-                mode=mode,
-                enabled=enabled,
-                source=source,
-            )
-        )
+        self._push(ModeChange, utc, mode=mode, enabled=enabled, source=source)
 
     def fault(self, utc: datetime, code: str, severity: FaultSeverity, message: str) -> None:
         """Something went wrong or a threshold was crossed."""
-        event_id, seq = self._next()
-        self.queue.append(
-            Fault(
-                ts=utc,
-                device=self.device_id,
-                id=event_id,
-                seq=seq,
-                code=code,
-                severity=severity,
-                message=message[:1000],
-            )
-        )
+        self._push(Fault, utc, code=code, severity=severity, message=message[:1000])

@@ -17,6 +17,7 @@ from device.policy import Durability, RecordingPolicy
 from device.store import EvidenceStore
 from protocol.common import Trigger
 from protocol.errors import LocalProtocolError
+from protocol.messages import decode_message, encode_message
 from sim.feed import MediaFeed
 from sim.media import AudioProfile, MediaSource, VideoProfile
 
@@ -204,3 +205,17 @@ def test_power_loss_keeps_what_reached_the_last_sync_point(tmp_path: Path) -> No
     (recovered,) = [seg for seg in again.store.closed_segments() if seg.path == path]
     assert recovered.manifest.status == "recovered"
     assert recovered.manifest.records == synced
+
+
+def test_events_for_the_uplink_are_numbered_and_valid(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.at(5.0).activate(BUTTON, 5.0)
+    rig.camera.marker("button:event", "suspect", 6.0)
+    rig.at(9.0).deactivate(BUTTON, "done", 9.0)
+    events = rig.camera.outbox.drain()
+    assert [type(event).__name__ for event in events] == ["Activation", "Marker", "Deactivation"]
+    assert [event.seq for event in events] == [0, 1, 2]
+    assert len({event.id for event in events}) == 3
+    for event in events:
+        assert decode_message(encode_message(event)) == event
+    assert rig.camera.outbox.drain() == []
