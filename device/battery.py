@@ -75,12 +75,20 @@ class Battery:
         }[load]
         return factor * 100.0 / (self.config.capacity_h * 3600.0)
 
-    def advance(self, now: float, load: Load) -> list[BatteryAlert]:
-        """Drain up to ``now`` under the load in force, switch to ``load``; return new alerts."""
+    def switch(self, now: float, load: Load) -> None:
+        """Drain up to ``now`` under the load in force, then switch to ``load``.
+
+        Reports nothing: thresholds crossed are reported by the next ``advance`` (and
+        ``next_deadline`` says that is due at once).
+        """
         elapsed = max(0.0, now - self._since)
         self.percent = max(0.0, self.percent - elapsed * self._rate(self._load))
         self._since = now
         self._load = load
+
+    def advance(self, now: float, load: Load) -> list[BatteryAlert]:
+        """``switch``, then return the thresholds crossed and not yet reported."""
+        self.switch(now, load)
         return self._alerts()
 
     def minutes_left(self) -> float | None:
@@ -93,12 +101,13 @@ class Battery:
         rate = self._rate(self._load)
         if rate == 0.0:
             return None
+        # A threshold already crossed but not yet reported is due at once (distance 0).
         targets = []
-        if BatteryAlert.LOW not in self._reported and self.percent > self.config.low_percent:
-            targets.append(self.percent - self.config.low_percent)
+        if BatteryAlert.LOW not in self._reported:
+            targets.append(max(0.0, self.percent - self.config.low_percent))
         critical = self.config.critical_minutes * 60.0 * rate
-        if BatteryAlert.CRITICAL not in self._reported and self.percent > critical:
-            targets.append(self.percent - critical)
+        if BatteryAlert.CRITICAL not in self._reported:
+            targets.append(max(0.0, self.percent - critical))
         if BatteryAlert.EMPTY not in self._reported:
             targets.append(self.percent)
         return self._since + min(targets) / rate if targets else None

@@ -321,7 +321,8 @@ class Camera:
             self.store, start, segment_s=self.policy.segment_s, device_id=self.device_id
         )
         self.recording = recording
-        recording.write_pre_roll(preroll.packets, continuous=preroll.continuous)
+        for closed in recording.write_pre_roll(preroll.packets, continuous=preroll.continuous):
+            self._trail.segment_closed(closed, now)
         self._move(CameraState.RECORDING, now, f"activated by {trigger.kind}")
         self._trail.record(
             "recording_started",
@@ -364,11 +365,19 @@ class Camera:
         self._move(CameraState.BUFFERING, now, "post-event buffer ended")
 
     def _continue_in_new_recording(self, now: float) -> ActiveRecording:
-        """Split a recording at its maximum length, at a keyframe, without losing a packet."""
+        """Split a recording at its maximum length, at a keyframe, without losing a packet.
+
+        A stop already requested (the post-event buffer running) carries over to the new one.
+        """
+        pending, post_event_end = self._pending_stop, self._post_event_end_pts
         self._stop_recording(POLICY, "maximum recording duration; continues in a new one", now)
         self._move(CameraState.BUFFERING, now, "maximum duration reached")
         self.buffer.clear()
-        return self._start_recording(CONTINUATION, now, continuation=True)
+        recording = self._start_recording(CONTINUATION, now, continuation=True)
+        if pending is not None:
+            self._pending_stop, self._post_event_end_pts = pending, post_event_end
+            self._move(CameraState.POST_EVENT, now, "the requested stop carries over")
+        return recording
 
     def _storage_full(self, now: float) -> None:
         used = self.store.used_bytes
@@ -400,6 +409,8 @@ class Camera:
             "state", now, previous=self.state.value, state=target.value, reason=reason
         )
         self.state = target
+        # The battery drains by state: charge the time so far at the old load, then switch.
+        self.battery.switch(now, _LOADS[target])
 
     def _utc(self, now: float) -> datetime:
         return self.clock.utc(now)

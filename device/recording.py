@@ -77,13 +77,25 @@ class ActiveRecording:
         """Index of the segment being written."""
         return self._index
 
-    def write_pre_roll(self, packets: tuple[BufferedPacket, ...], *, continuous: bool) -> None:
-        """Write the drained pre-event buffer; ``continuous`` false means live video must wait
-        for its next keyframe (the buffer's last GOP was cut)."""
+    def write_pre_roll(
+        self, packets: tuple[BufferedPacket, ...], *, continuous: bool
+    ) -> list[ClosedSegment]:
+        """Write the drained pre-event buffer, cut into segments like live media; returns the
+        segments that closed. ``continuous`` false means live video must wait for its next
+        keyframe (the buffer's last GOP was cut)."""
+        closed = []
         for buffered in packets:
-            self._write(buffered.packet, buffered.payload)
+            packet = buffered.packet
+            if (
+                packet.keyframe
+                and packet.stream is Stream.VIDEO
+                and self._segment_full(packet.pts_s)
+            ):
+                closed.append(self._roll(packet.pts_s))
+            self._write(packet, buffered.payload)
         if packets and not continuous:
             self._awaiting_keyframe = True
+        return closed
 
     def append(self, packet: Packet, source: PayloadSource) -> ClosedSegment | None:
         """Write a live packet; returns the segment closed by a rollover, if one was."""

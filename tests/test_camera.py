@@ -219,3 +219,16 @@ def test_events_for_the_uplink_are_numbered_and_valid(tmp_path: Path) -> None:
     for event in events:
         assert decode_message(encode_message(event)) == event
     assert rig.camera.outbox.drain() == []
+
+
+def test_the_battery_drains_at_the_rate_of_each_state(tmp_path: Path) -> None:
+    config = BatteryConfig(capacity_h=10.0)
+    rig = Rig(tmp_path, battery=config)
+    rig.at(100.0).activate(BUTTON, 100.0)
+    rig.at(1900.0).deactivate(BUTTON, "done", 1900.0)
+    rig.camera.sleep(1900.0)
+    rig.at(5500.0).wake(5500.0)
+    rig.camera.handle_timeout(5500.0)
+    hour = 100.0 / 10.0  # percent an hour while buffering
+    expected = 100.0 - (100 + 1800 * config.recording_draw + 3600 * config.sleep_draw) / 3600 * hour
+    assert rig.camera.battery.percent == pytest.approx(expected, abs=1e-6)
