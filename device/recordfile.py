@@ -99,8 +99,9 @@ class RecordWriter:
     writes the header and (unless ``sync`` is false) makes file and directory entry durable.
     Appends go through a buffer; ``flush(sync=True)`` writes it out and fsyncs, so every record
     appended before it survives a power loss. A running SHA-256 of everything written lets
-    ``close`` answer without rereading. After an ``OSError`` the writer refuses further use: run
-    ``recover`` on the file.
+    ``close`` answer without rereading. With ``offload`` (the default) full blocks are hashed and
+    written on the shared I/O thread (``device.blocksink``). After an ``OSError`` the writer
+    refuses further use: run ``recover`` on the file.
     """
 
     def __init__(
@@ -110,7 +111,7 @@ class RecordWriter:
         *,
         buffer_size: int = 4 * 1024 * 1024,
         sync: bool = True,
-        offload: bool = os.environ.get("BWC_OFFLOAD", "1") == "1",
+        offload: bool = True,
     ) -> None:
         self._path = path
         self._header = header
