@@ -54,7 +54,6 @@ class BlockSink:
         self._parts: list[bytes | tuple[bytes, bytes]] = []
         self._pending = 0
         self._futures: deque[Future[None]] = deque()
-        self._free: deque[bytearray] = deque()
         self.closed = False
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
@@ -106,13 +105,7 @@ class BlockSink:
             os.close(self._fd)
 
     def _submit(self) -> None:
-        # Blocks are assembled into reused buffers: a fresh multi-megabyte allocation per block
-        # costs more in page faults than copying the parts in.
-        size = self._pending
-        buffer = self._free.popleft() if self._free else bytearray(size)
-        if len(buffer) < size:
-            buffer.extend(bytes(size - len(buffer)))
-        _assemble_into(buffer, self._parts)
+        block = _assemble(self._parts)
         self._parts = []
         self._pending = 0
         if self._offload:
@@ -120,24 +113,19 @@ class BlockSink:
             # takes and drops the GIL per record there would make both threads wait on each other.
             while len(self._futures) >= self._max_pending:
                 self._result(self._futures.popleft())
-            self._futures.append(_io_thread().submit(self._write_block, buffer, size))
+            self._futures.append(_io_thread().submit(self._write_block, block))
         else:
-            self._write_block(buffer, size)
+            self._write_block(block)
 
-    def _write_block(self, buffer: bytearray, size: int) -> None:
-        try:
-            with memoryview(buffer) as whole:
-                view = whole[:size]
-                self._hash.update(view)
-                while view:
-                    try:
-                        written = os.write(self._fd, view)
-                    except OSError as exc:
-                        raise storage_error("writing segment", self._path, exc) from exc
-                    view = view[written:]
-                view.release()
-        finally:
-            self._free.append(buffer)
+    def _write_block(self, block: bytes) -> None:
+        self._hash.update(block)
+        view = memoryview(block)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except OSError as exc:
+                raise storage_error("writing segment", self._path, exc) from exc
+            view = view[written:]
 
     def _result(self, future: Future[None]) -> None:
         try:
@@ -155,18 +143,12 @@ class BlockSink:
         self._pending = 0
 
 
-def _assemble_into(buffer: bytearray, parts: list[bytes | tuple[bytes, bytes]]) -> None:
-    position = 0
+def _assemble(parts: list[bytes | tuple[bytes, bytes]]) -> bytes:
+    pieces: list[bytes] = []
     for part in parts:
         if isinstance(part, bytes):
-            end = position + len(part)
-            buffer[position:end] = part
+            pieces.append(part)
         else:
             head, data = part
-            end = position + len(head)
-            buffer[position:end] = head
-            position, end = end, end + len(data)
-            buffer[position:end] = data
-            position, end = end, end + CRC_BYTES
-            buffer[position:end] = _CRC.pack(zlib.crc32(data, zlib.crc32(head)))
-        position = end
+            pieces += (head, data, _CRC.pack(zlib.crc32(data, zlib.crc32(head))))
+    return b"".join(pieces)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim.report import build_report
 from sim.runner import ScenarioRun
 from sim.scenario import load_scenario
+from sim.tuning import tune_allocator
 
 BLOCK = 4 * 1024 * 1024
 
@@ -75,6 +76,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=default_dir)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    tune_allocator()  # as the bwc-sim command line does
     runs = [run_scenario(args.scenario, args.dir) for _ in range(args.repeat)]
     wall, stored, virtual = min(runs)
     floor = min(storage_floor(stored, args.dir) for _ in range(args.repeat))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from sim import cli_decode, cli_demo, cli_scenario, cli_verify
+from sim.tuning import tune_allocator
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by the console script)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sim.cli import main
 from sim.report import build_report
 from sim.runner import ScenarioRun
 from sim.scenario import parse_scenario
+from sim.tuning import tune_allocator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -184,3 +186,7 @@ def test_late_activation_reports_the_short_pre_roll(tmp_path: Path) -> None:
     run.run()
     first = build_report(run)["recordings"][0]  # type: ignore[index]
     assert first["delivered_pre_roll_s"] < first["requested_pre_roll_s"]
+
+
+def test_the_allocator_tuning_applies_on_linux() -> None:
+    assert tune_allocator() is sys.platform.startswith("linux")
