@@ -4,11 +4,13 @@ Usage: .venv/bin/python scripts/bench_shift.py [--scenario examples/shift-10h.to
        [--repeat 3]
 
 Runs the scenario (as `bwc-sim scenario` does) into a fresh directory under DIR and prints its
-speed-up over real time. As a baseline in the same run and the same directory it writes the same
-number of bytes in 4 MiB blocks with SHA-256 (what any store of that evidence must at least do),
-so the ratio shows what the simulation adds over the storage floor. DIR defaults to /dev/shm
-(tmpfs) when it exists: this VM's ext4 page-cache write path alone takes several seconds for a few
-GB, which measures the host, not the simulator; pass --dir /tmp to see it.
+speed-up over real time, and the CPU time of the camera's thread and of the I/O thread (on an
+idle 2-core machine the wall time approaches the larger of the two). As a baseline in the same
+run and directory it writes the same number of bytes in 4 MiB blocks with SHA-256 (what any store
+of that evidence must at least do), so the ratio shows what the simulation adds over the storage
+floor. DIR defaults to /dev/shm (tmpfs) when it exists: this VM's ext4 page-cache write path alone
+takes several seconds for a few GB, which measures the host, not the simulator; pass --dir /tmp
+to see it.
 """
 
 from __future__ import annotations
@@ -32,17 +34,24 @@ from sim.tuning import tune_allocator
 BLOCK = 4 * 1024 * 1024
 
 
-def run_scenario(path: Path, parent: Path) -> tuple[float, int, float]:
-    """Wall seconds, bytes stored and virtual seconds of one run."""
+def run_scenario(path: Path, parent: Path) -> tuple[float, int, float, float, float]:
+    """Wall seconds, bytes stored, virtual seconds, and CPU seconds of the camera's thread and
+    of the I/O thread, for one run."""
     out = Path(tempfile.mkdtemp(dir=parent)) / "store"
     try:
         scenario = load_scenario(path)
-        started = time.perf_counter()
+        started, thread_cpu, process_cpu = (
+            time.perf_counter(),
+            time.thread_time(),
+            time.process_time(),
+        )
         run = ScenarioRun(scenario, out)
         run.run()
         wall = time.perf_counter() - started
+        main_cpu = time.thread_time() - thread_cpu
+        io_cpu = time.process_time() - process_cpu - main_cpu
         stored = build_report(run)["totals"]["bytes"]
-        return wall, int(stored), scenario.duration_s
+        return wall, int(stored), scenario.duration_s, main_cpu, io_cpu
     finally:
         shutil.rmtree(out.parent)
 
@@ -78,12 +87,15 @@ def main() -> int:
     args = parser.parse_args()
     tune_allocator()  # as the bwc-sim command line does
     runs = [run_scenario(args.scenario, args.dir) for _ in range(args.repeat)]
-    wall, stored, virtual = min(runs)
+    wall, stored, virtual, main_cpu, io_cpu = min(runs)
     floor = min(storage_floor(stored, args.dir) for _ in range(args.repeat))
     print(f"scenario   {args.scenario} into {args.dir} (best of {args.repeat})")
     print(f"virtual    {virtual:10.0f} s")
     print(f"stored     {stored / 1e9:10.2f} GB")
     print(f"wall       {wall:10.2f} s   speed-up over real time {virtual / wall:,.0f}x")
+    print(
+        f"cpu        {main_cpu:10.2f} s   camera thread; {io_cpu:.2f} s I/O thread (hash, writes)"
+    )
     print(f"floor      {floor:10.2f} s   write + SHA-256 of the same bytes, 4 MiB blocks")
     print(f"ratio      {wall / floor:10.2f}     simulation / storage floor")
     return 0
