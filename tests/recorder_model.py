@@ -236,7 +236,8 @@ class ModelCamera:
             started_pts_s=started_pts_s,
             requested_s=0.0 if continuation else buffer.seconds,
             delivered_s=round(buffer.delivered_s, 6),
-            history_s=relevant[-1].end_s - self.buffering_since_s if relevant else 0.0,
+            history_s=max((p.end_s for p in relevant), default=self.buffering_since_s)
+            - self.buffering_since_s,
             allowance_s=allowance_s(relevant, buffer.max_bytes, buffer.max_packets),
             preroll_refused=buffer.refused,
             preroll_len=len(buffer.held),
