@@ -25,7 +25,7 @@ from device.recording import ActiveRecording, RecordingStart
 from device.store import ClosedSegment, EvidenceStore
 from protocol.common import Trigger
 from protocol.errors import LocalProtocolError
-from protocol.vocabulary import ClockSource, DeviceState, FaultSeverity
+from protocol.vocabulary import ClockSource, FaultSeverity
 
 
 class CameraState(Enum):
@@ -295,11 +295,6 @@ class Camera:
         """Run what is due at ``now``."""
         if self.state is not CameraState.OFF:
             self._battery(now)
-
-    @property
-    def device_state(self) -> DeviceState:
-        """The state as telemetry names it."""
-        return self.state.value
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -61,16 +61,7 @@ class CameraAudit:
 
     def segment_closed(self, closed: ClosedSegment, now: float) -> None:
         """A segment was closed and its manifest signed."""
-        manifest = closed.manifest
-        self.record(
-            "segment_closed",
-            now,
-            recording=manifest.recording,
-            index=manifest.index,
-            size=manifest.size,
-            sha256=manifest.sha256,
-            records=manifest.records,
-        )
+        self.record("segment_closed", now, **_segment_fields(closed))
 
     def recovery(self, recovery: Recovery, root: Path, now: float) -> list[tuple[str, str]]:
         """Audit what power-on recovery did; return (fault code, path) pairs to report."""
@@ -80,18 +71,20 @@ class CameraAudit:
             self.record("segment_set_aside", now, path=where, reason=why.replace(str(path), where))
             faults.append(("segment_set_aside", where))
         for segment in recovery.closed:
-            manifest = segment.manifest
-            self.record(
-                "segment_recovered",
-                now,
-                recording=manifest.recording,
-                index=manifest.index,
-                size=manifest.size,
-                records=manifest.records,
-                sha256=manifest.sha256,
-            )
+            self.record("segment_recovered", now, **_segment_fields(segment))
             faults.append(("recovered_segment", str(segment.path.relative_to(root))))
         return faults
+
+
+def _segment_fields(segment: ClosedSegment) -> dict[str, JsonValue]:
+    manifest = segment.manifest
+    return {
+        "recording": manifest.recording,
+        "index": manifest.index,
+        "size": manifest.size,
+        "sha256": manifest.sha256,
+        "records": manifest.records,
+    }
 
 
 def policy_fields(policy: RecordingPolicy) -> dict[str, JsonValue]:

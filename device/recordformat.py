@@ -216,11 +216,6 @@ def encode_record_head(rtype: RecordType, meta: bytes, data_len: int) -> bytes:
     return _HEAD.pack(length, rtype) + meta
 
 
-def record_tail(head: bytes, data: bytes | bytearray | memoryview) -> bytes:
-    """The CRC that ends a record made of ``head`` then ``data``."""
-    return _U32.pack(zlib.crc32(data, zlib.crc32(head)))
-
-
 class SegmentReader:
     """Iterates the complete, valid records of a segment file, reading with bounded memory.
 

@@ -22,8 +22,7 @@ from sim.runner import ScenarioRun
 def build_report(run: ScenarioRun) -> dict[str, Any]:
     """The JSON report of a finished run."""
     scenario = run.scenario
-    store = EvidenceStore(run.out, run.identity, durable=False)
-    recordings = _recordings(store)
+    recordings = _recordings(run.camera.store)
     return {
         "scenario": scenario.name,
         "device": scenario.device.id,
