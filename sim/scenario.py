@@ -1,7 +1,7 @@
 """Scenario files: a device, its seed, policy, media, battery and a timeline, in TOML.
 
 ``load_scenario(path)`` / ``parse_scenario(text, source)`` return a frozen ``Scenario`` that the
-virtual-time runner consumes, or raise one ``ScenarioError`` whose message names the file, the
+virtual-time runner consumes, or raise one ``ConfigFileError`` whose message names the file, the
 line, the field and what was expected. Parsing is strict: unknown tables and keys, wrong types
 and out-of-range values are all errors. The format is documented in ``docs/scenarios.md``.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import re
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
@@ -20,24 +18,25 @@ from typing import Any, Final
 from device.battery import BatteryConfig
 from device.errors import ConfigError
 from device.policy import Durability, RecordingPolicy
+from device.tomlfields import (
+    ConfigFileError,
+    Document,
+    Label,
+    build,
+    describe,
+    format_time,
+    parse_document,
+    parse_time,
+    read_text,
+    unknown,
+)
 from device.validate import check_bool, check_number
 from protocol.ids import is_safe_id
 from protocol.vocabulary import ClockSource
 from sim.media import VIDEO_PRESETS, AudioProfile, VideoProfile
-from sim.scenario_fields import (
-    MAX_DURATION_S,
-    Document,
-    Label,
-    ScenarioError,
-    build,
-    describe,
-    format_time,
-    parse_time,
-    unknown,
-)
-from sim.scenario_lines import key_lines
 from sim.scenario_timeline import (
     ACTIONS,
+    MAX_DURATION_S,
     Action,
     Categorize,
     DoublePress,
@@ -60,6 +59,7 @@ __all__ = [
     "MAX_DURATION_S",
     "Action",
     "Categorize",
+    "ConfigFileError",
     "DeviceSpec",
     "DoublePress",
     "Hold",
@@ -68,7 +68,6 @@ __all__ = [
     "PowerOn",
     "Press",
     "Scenario",
-    "ScenarioError",
     "SetClock",
     "Sleep",
     "TimelineEntry",
@@ -91,7 +90,6 @@ _AUDIO_KEYS: Final = {
     "audio_frame_s": "frame_duration_s",
 }
 _VIDEO_KEYS: Final = tuple(f.name for f in fields(VideoProfile))
-_TOML_ERROR: Final = re.compile(r"(.*) \(at line (\d+), column (\d+)\)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,27 +147,13 @@ class Scenario:
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and parse the scenario file at ``path`` (UTF-8). Messages name it as given."""
-    source = os.fspath(path)
-    try:
-        raw = Path(source).read_bytes()
-    except OSError as error:
-        raise ScenarioError(source, None, "", f"cannot read: {error.strerror or error}") from error
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise ScenarioError(source, line, "", "not UTF-8 text") from error
+    text, source = read_text(path)
     return parse_scenario(text, source)
 
 
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     """Parse scenario ``text``; ``source`` names it in error messages."""
-    text = text.removeprefix("\ufeff")
-    data = _load_toml(text, source)
-    try:
-        doc = Document(source, key_lines(text))
-    except RecursionError:
-        raise ScenarioError(source, 1, "", "invalid TOML: nested too deeply") from None
+    data, doc = parse_document(text, source)
     doc.check_keys((), data, SECTIONS, what="table")
     for required in ("scenario", "device"):
         if required not in data:
@@ -193,27 +177,6 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         timeline=timeline,
         source=source,
     )
-
-
-def _load_toml(text: str, source: str) -> dict[str, Any]:
-    """``tomllib.loads`` with its errors turned into ``ScenarioError`` at their line."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        match = _TOML_ERROR.fullmatch(message)
-        if match:
-            reason, line, column = match[1], int(match[2]), match[3]
-            reason = f"{reason} (column {column})"
-        else:
-            reason, line = message.replace(" (at end of document)", ""), _last_line(text)
-        raise ScenarioError(source, line, "", f"invalid TOML: {reason}") from error
-    except RecursionError:
-        raise ScenarioError(source, 1, "", "invalid TOML: nested too deeply") from None
-
-
-def _last_line(text: str) -> int:
-    return max(1, len(text.splitlines()))
 
 
 def _section(doc: Document, data: dict[str, Any], name: str) -> dict[str, Any]:

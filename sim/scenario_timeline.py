@@ -1,7 +1,7 @@
 """The scenario timeline: what happens to the camera, and when, in virtual time.
 
 Each action is a frozen dataclass whose fields are its parameters in the file, checked against
-their annotations (``sim.scenario_fields``). Adding an action: write its dataclass here and add
+their annotations (``device.tomlfields``). Adding an action: write its dataclass here and add
 it to the ``Action`` union; parsing, the error messages and ``ACTIONS`` follow. A runner
 dispatches with ``match entry.params: case Hold(reason=reason): ...`` and ``assert_never``.
 """
@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, Literal, TypeAlias, get_args
 
 from device.errors import ConfigError
-from sim.scenario_fields import (
+from device.tomlfields import (
     Bounds,
     Document,
     Label,
@@ -25,12 +25,15 @@ from sim.scenario_fields import (
     format_time,
     unknown,
 )
-from sim.scenario_lines import Path
+from device.tomllines import Path
 
 ClockSetSource = Literal["sync", "gps", "manual"]
 """Where a ``set_clock`` learns UTC from (``protocol.vocabulary.ClockSource`` minus "unset")."""
 
 MAX_CATEGORIES: Final = 20
+
+MAX_DURATION_S: Final = 7 * 24 * 3600.0
+"""The longest scenario: a week of virtual time."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,16 @@ from hypothesis import strategies as st
 from device.battery import BatteryConfig
 from device.errors import ConfigError
 from device.policy import Durability, RecordingPolicy
+from device.tomlfields import Problem, expected
+from device.tomllines import Path as KeyPath
+from device.tomllines import key_lines
 from sim.media import VIDEO_PRESETS, AudioProfile, VideoProfile
 from sim.scenario import (
     ACTIONS,
     DEFAULT_EPOCH_UTC,
     Action,
     Categorize,
+    ConfigFileError,
     DeviceSpec,
     DoublePress,
     Hold,
@@ -32,7 +36,6 @@ from sim.scenario import (
     PowerOn,
     Press,
     Scenario,
-    ScenarioError,
     SetClock,
     Sleep,
     TimelineEntry,
@@ -42,9 +45,6 @@ from sim.scenario import (
     parse_scenario,
     parse_time,
 )
-from sim.scenario_fields import Problem, expected
-from sim.scenario_lines import Path as KeyPath
-from sim.scenario_lines import key_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -72,7 +72,7 @@ reason = "done"
 
 
 def _error(text: str) -> str:
-    with pytest.raises(ScenarioError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         parse_scenario(text, "x.toml")
     return str(caught.value)
 
@@ -597,7 +597,7 @@ def test_scenario_error_is_a_config_error_with_its_parts_and_pickles() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_scenario(BASE.replace("seed = 1", "seed = -1"), "x.toml")
     error = caught.value
-    assert isinstance(error, ScenarioError)
+    assert isinstance(error, ConfigFileError)
     assert (error.source, error.line, error.path) == ("x.toml", 6, "device.seed")
     assert error.reason.startswith("must be an integer")
     copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
@@ -606,12 +606,12 @@ def test_scenario_error_is_a_config_error_with_its_parts_and_pickles() -> None:
 
 def test_load_scenario_errors_name_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
-    with pytest.raises(ScenarioError, match=r"nope\.toml: cannot read: No such file") as caught:
+    with pytest.raises(ConfigFileError, match=r"nope\.toml: cannot read: No such file") as caught:
         load_scenario(missing)
     assert caught.value.line is None
     binary = tmp_path / "bin.toml"
     binary.write_bytes(b'[scenario]\nname = "\xff"\n')
-    with pytest.raises(ScenarioError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_scenario(binary)
     assert str(caught.value) == f"{binary}:2: not UTF-8 text"
     good = tmp_path / "good.toml"
@@ -788,14 +788,14 @@ def test_key_lines_finds_every_key_and_header(document: tuple[str, dict[KeyPath,
         assert found[path] == line, path
 
 
-# -- fuzzing: nothing but ScenarioError -----------------------------------------------------------
+# -- fuzzing: nothing but ConfigFileError ----------------------------------------------------
 
 
 def _parse_or_scenario_error(text: str) -> None:
     error = None
     try:
         parse_scenario(text, "f.toml")
-    except ScenarioError as caught:
+    except ConfigFileError as caught:
         error = caught
     if error is not None:
         assert error.line is not None

@@ -1,10 +1,10 @@
-"""Reading typed values out of a parsed scenario file, with errors that name the line and field.
+"""Typed configuration files in TOML, with errors that name the file, line and field.
 
-A scenario table is read into a dataclass: the keys are the field names and the expected types
-come from the field annotations (``bool``, ``int``, ``float``, ``str``, an ``Enum``, a
-``Literal``, ``tuple[T, ...]``, an aware ``datetime``, ``T | None`` for optional), with
-``Annotated[..., Bounds(lo, hi)]`` for lengths and ranges. So a new config field or timeline
-parameter is readable the moment it is declared.
+Scenario files and policy files are both read through here. A table is read into a dataclass:
+the keys are the field names and the expected types come from the field annotations (``bool``,
+``int``, ``float``, ``str``, an ``Enum``, a ``Literal``, ``tuple[T, ...]``, an aware
+``datetime``, ``T | None`` for optional), with ``Annotated[..., Bounds(lo, hi)]`` for lengths and
+ranges. So a new config field or timeline parameter is readable the moment it is declared.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import datetime as dt
 import difflib
 import json
 import math
+import os
 import re
+import tomllib
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from enum import Enum
+from pathlib import Path as FilePath
 from typing import (
     Annotated,
     Any,
@@ -31,21 +34,19 @@ from typing import (
 )
 
 from device.errors import ConfigError
-from sim.scenario_lines import Path, line_of
-
-MAX_DURATION_S: Final = 7 * 24 * 3600.0
-"""The longest scenario: a week of virtual time."""
+from device.tomllines import Path, key_lines, line_of
 
 T = TypeVar("T")
 
 _TIME: Final = re.compile(r"(\d{1,3}):([0-5]\d):([0-5]\d)(?:\.(\d{1,6}))?")
 _TIME_FORMAT: Final = '"HH:MM:SS[.ffffff]" or a number of seconds'
 # How the config classes word a failed check: "policy.pre_event_s must be ..., got 300.0".
+_TOML_ERROR: Final = re.compile(r"(.*) \(at line (\d+), column (\d+)\)", re.DOTALL)
 _CONFIG_MESSAGE: Final = re.compile(r"\w+\.(\w+):? (.*?)(, got .*)?", re.DOTALL)
 
 
-class ScenarioError(ConfigError):
-    """A scenario file is wrong. The message reads ``FILE:LINE: FIELD: what was expected``.
+class ConfigFileError(ConfigError):
+    """A configuration file (scenario, policy) is wrong: ``FILE:LINE: FIELD: what was expected``.
 
     ``line`` is None only when the file could not be read at all; ``path`` is empty for syntax
     errors, which have no field.
@@ -59,11 +60,11 @@ class ScenarioError(ConfigError):
         where = source if line is None else f"{source}:{line}"
         super().__init__(f"{where}: {path}: {reason}" if path else f"{where}: {reason}")
 
-    def __reduce__(self) -> tuple[type[ScenarioError], tuple[str, int | None, str, str]]:
+    def __reduce__(self) -> tuple[type[ConfigFileError], tuple[str, int | None, str, str]]:
         return (type(self), (self.source, self.line, self.path, self.reason))
 
 
-class Problem(Exception):  # noqa: N818 - internal: becomes a ScenarioError once placed
+class Problem(Exception):  # noqa: N818 - internal: becomes a ConfigFileError once placed
     """A value is wrong; ``subpath`` locates it inside the value (an array index)."""
 
     def __init__(self, reason: str, subpath: Path = ()) -> None:
@@ -171,12 +172,12 @@ _SCALARS: Final[dict[Any, tuple[str, Callable[[object], bool]]]] = {
         lambda v: isinstance(v, dt.datetime) and v.tzinfo is not None,
     ),
 }
-"""The scalar types a scenario field may have: how to describe them, and their type check."""
+"""The scalar types a config field may have: how to describe them, and their type check."""
 
 
 def _scalar(base: Any) -> tuple[str, Callable[[object], bool]]:
     if base not in _SCALARS:
-        raise TypeError(f"no scenario syntax for {base!r}")
+        raise TypeError(f"no config file syntax for {base!r}")
     return _SCALARS[base]
 
 
@@ -263,9 +264,9 @@ class Document:
         """The line ``path`` (or its deepest written parent) is on."""
         return line_of(self.lines, path)
 
-    def error(self, path: Path, reason: str) -> ScenarioError:
-        """A ``ScenarioError`` about ``path``, on the line it (or its deepest parent) is on."""
-        return ScenarioError(self.source, self.line(path), format_path(path), reason)
+    def error(self, path: Path, reason: str) -> ConfigFileError:
+        """A ``ConfigFileError`` about ``path``, on the line it (or its deepest parent) is on."""
+        return ConfigFileError(self.source, self.line(path), format_path(path), reason)
 
     def table(self, path: Path, value: object) -> dict[str, Any]:
         """``value`` if it is a table, else an error."""
@@ -364,7 +365,7 @@ def _placed(
     error: ConfigError,
     given: Mapping[str, object],
     keys: Mapping[str, str],
-) -> ScenarioError:
+) -> ConfigFileError:
     """A config class's error moved onto the key it is about, showing the value as written."""
     match = _CONFIG_MESSAGE.fullmatch(str(error))
     by_field = {name: key for key, name in keys.items()}
@@ -374,3 +375,45 @@ def _placed(
     if key in given:
         return doc.error((*path, key), f"{match[2]}, got {describe(given[key])}")
     return doc.error((*path, key), f"{match[2]}{match[3] or ''} (its default)")
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def read_text(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(text, source)`` of the UTF-8 file at ``path``; ``source`` names it as given."""
+    source = os.fspath(path)
+    try:
+        raw = FilePath(source).read_bytes()
+    except OSError as error:
+        raise ConfigFileError(
+            source, None, "", f"cannot read: {error.strerror or error}"
+        ) from error
+    try:
+        return raw.decode("utf-8"), source
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigFileError(source, line, "", "not UTF-8 text") from error
+
+
+def parse_document(text: str, source: str) -> tuple[dict[str, Any], Document]:
+    """Parse TOML ``text``; its data, and the ``Document`` that places errors on its lines."""
+    text = text.removeprefix("\ufeff")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        match = _TOML_ERROR.fullmatch(message)
+        if match:
+            reason, line, column = match[1], int(match[2]), match[3]
+            reason = f"{reason} (column {column})"
+        else:
+            reason = message.replace(" (at end of document)", "")
+            line = max(1, len(text.splitlines()))
+        raise ConfigFileError(source, line, "", f"invalid TOML: {reason}") from error
+    except RecursionError:
+        raise ConfigFileError(source, 1, "", "invalid TOML: nested too deeply") from None
+    try:
+        return data, Document(source, key_lines(text))
+    except RecursionError:
+        raise ConfigFileError(source, 1, "", "invalid TOML: nested too deeply") from None
