@@ -81,6 +81,11 @@ class Bounds:
     hi: float
 
 
+@dataclass(frozen=True, slots=True)
+class TimeSyntax:
+    """``Annotated`` metadata: a ``float`` of seconds that may be written ``"HH:MM:SS"`` too."""
+
+
 Label = Annotated[str, Bounds(1, 200)]
 """Free text chosen by a person: a reason, a note, a category (as ``protocol.vocabulary.Label``)."""
 
@@ -148,6 +153,12 @@ def _split(hint: Any) -> tuple[Any, Bounds | None]:
     return hint, None
 
 
+def _time_syntax(hint: Any) -> bool:
+    return get_origin(hint) is Annotated and any(
+        isinstance(extra, TimeSyntax) for extra in get_args(hint)[1:]
+    )
+
+
 def _optional(hint: Any) -> Any:
     """``T`` for ``T | None``; ``hint`` otherwise."""
     if get_origin(hint) in (Union, types.UnionType):
@@ -193,6 +204,8 @@ def _choices(base: Any) -> tuple[object, ...] | None:
 def expected(hint: Any) -> str:
     """What a value of type ``hint`` looks like in a file, for "must be ..." in messages."""
     base, bounds = _split(_optional(hint))
+    if _time_syntax(_optional(hint)) and bounds:
+        return f"a time {_TIME_FORMAT} from {format_time(bounds.lo)} to {format_time(bounds.hi)}"
     choices = _choices(base)
     if choices is not None:
         return "one of " + ", ".join(json.dumps(choice) for choice in choices)
@@ -208,6 +221,8 @@ def expected(hint: Any) -> str:
 def convert(hint: Any, value: object) -> Any:
     """``value`` as parsed by tomllib, checked against ``hint`` and normalised; else ``Problem``."""
     base, bounds = _split(_optional(hint))
+    if _time_syntax(_optional(hint)) and not isinstance(value, bool):
+        value = parse_time(value)
     if not _matches(base, value):
         raise Problem(f"must be {expected(hint)}, got {describe(value)}")
     if get_origin(base) is tuple:

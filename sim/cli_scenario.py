@@ -1,8 +1,10 @@
 """``bwc-sim scenario FILE --out DIR``: run a scenario in virtual time and report its evidence.
 
 Writes the camera's data directory (identity, audit log, recordings) to DIR and prints a report of
-every recording. With ``--json`` the report is one JSON object on stdout. Exit 0 on success, 2 for
-a bad scenario file or a DIR that is not empty (the message names the line and field).
+every recording, with the policy compliance findings. With ``--json`` the report is one JSON object
+on stdout. Exit 0 when it ran (findings are printed, not failures), 1 with ``--strict`` when there
+is any finding, 2 for a bad scenario or policy file or a DIR that is not empty (the message names
+the line and field).
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ def register(commands: Any) -> None:
         "--out", type=Path, required=True, help="data directory to create (must be empty)"
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 if the compliance report has any finding"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the scenario; 0 when it ran, 2 for bad input."""
+    """Run the scenario; 0 when it ran, 1 for findings under ``--strict``, 2 for bad input."""
     console = Console(stderr=True)
     try:
         scenario = load_scenario(args.file)
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, sort_keys=True))
     else:
         _print_human(console, report, wall_s)
-    return 0
+    return 1 if args.strict and report["compliance"] else 0
 
 
 def _print_human(console: Console, report: dict[str, Any], wall_s: float) -> None:
@@ -92,3 +97,15 @@ def _print_human(console: Console, report: dict[str, Any], wall_s: float) -> Non
         markup=False,
         soft_wrap=True,
     )
+    findings = report["compliance"]
+    console.print(
+        f"compliance with policy {report['policy']!r}: "
+        + (f"{len(findings)} finding(s)" if findings else "no findings"),
+        markup=False,
+        soft_wrap=True,
+    )
+    for finding in findings:
+        where = finding["recording"] or "scenario"
+        console.print(
+            f"  [{finding['rule']}] {where}: {finding['message']}", markup=False, soft_wrap=True
+        )

@@ -16,6 +16,8 @@ from device.packets import Stream
 from device.recordfile import SegmentReader
 from device.recordformat import RecordType
 from device.store import ClosedSegment, EvidenceStore
+from sim.audit_digest import AuditDigest, read_audit
+from sim.compliance import RecordingFacts, Situation, check, first_triggers
 from sim.runner import ScenarioRun
 
 
@@ -23,13 +25,39 @@ def build_report(run: ScenarioRun) -> dict[str, Any]:
     """The JSON report of a finished run."""
     scenario = run.scenario
     recordings = _recordings(run.camera.store)
+    audit = read_audit(run.out / "audit.log")
+    facts = [_facts(item, audit, run) for item in recordings]
+    activities = first_triggers(
+        ((span.context, span.start_s, span.end_s) for span in run.activities), audit.triggers
+    )
+    findings = check(
+        Situation(facts, activities, scenario.policy, scenario.rules, scenario.duration_s)
+    )
+    for item, fact in zip(recordings, facts, strict=True):
+        item["triggers"] = audit.by_recording.get(item["id"], [])
+        item["categories"] = list(fact.categories)
+        item["critical"] = fact.critical
+        item["uploaded_s"] = fact.verified_s
+        item["compliance"] = [f.to_json() for f in findings if f.recording == item["id"]]
     return {
         "scenario": scenario.name,
         "device": scenario.device.id,
         "seed": scenario.device.seed,
         "duration_s": scenario.duration_s,
         "key_id": run.identity.key.key_id,
+        "policy": scenario.policy_name,
         "recordings": recordings,
+        "activities": [
+            {
+                "context": a.context,
+                "start_s": a.start_s,
+                "end_s": a.end_s,
+                "first_trigger": a.first_trigger,
+                "first_trigger_s": a.first_trigger_s,
+            }
+            for a in activities
+        ],
+        "compliance": [f.to_json() for f in findings],
         "totals": {
             "recordings": len(recordings),
             "segments": sum(len(item["segments"]) for item in recordings),
@@ -38,8 +66,28 @@ def build_report(run: ScenarioRun) -> dict[str, Any]:
             "boots": run.stats.boots,
             "power_losses": run.stats.power_losses,
             "requests_refused": run.stats.refused,
+            "findings": len(findings),
         },
     }
+
+
+def _facts(item: dict[str, Any], audit: AuditDigest, run: ScenarioRun) -> RecordingFacts:
+    categories = tuple(dict.fromkeys([*item["categories"], *audit.categories.get(item["id"], [])]))
+    indexes = [segment["index"] for segment in item["segments"]]
+    return RecordingFacts(
+        id=item["id"],
+        activated_s=audit.started.get(item["id"], item["start_s"]),
+        media_start_s=item["start_s"],
+        stop_s=item["stop_s"],
+        start_trigger=item["start_trigger"],
+        stop_trigger=item["stop_trigger"],
+        stop_reason=item["stop_reason"],
+        requested_pre_roll_s=item["requested_pre_roll_s"],
+        delivered_pre_roll_s=item["delivered_pre_roll_s"],
+        categories=categories,
+        critical=item["critical"] or run.scenario.rules.categories.is_critical(categories),
+        verified_s=run.uplink.verified_at(item["id"], indexes),
+    )
 
 
 def _recordings(store: EvidenceStore) -> list[dict[str, Any]]:
@@ -55,6 +103,8 @@ def _recording(recording_id: str, segments: list[ClosedSegment]) -> dict[str, An
         "id": recording_id,
         "start_utc": _utc(first.start_utc),
         "stop_utc": _utc(last.stop_utc),
+        "start_s": first.start_monotonic_s,
+        "stop_s": last.stop_monotonic_s,
         "duration_s": round(last.stop_monotonic_s - first.start_monotonic_s, 6),
         "clock_set": first.clock_set,
         "start_trigger": first.start_trigger,
@@ -66,6 +116,7 @@ def _recording(recording_id: str, segments: list[ClosedSegment]) -> dict[str, An
         "recovered": any(seg.manifest.status == "recovered" for seg in segments),
         "categories": list(last.categories),
         "case_id": last.case_id,
+        "critical": any(seg.manifest.critical for seg in segments),
         "segments": [
             {
                 "index": seg.manifest.index,

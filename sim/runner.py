@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from device.audit import AuditLog, AuditSync
 from device.battery import Battery
@@ -19,23 +20,34 @@ from device.errors import ConfigError
 from device.identity import DeviceIdentity
 from device.policy import Durability
 from device.store import EvidenceStore
+from device.triggers import TriggerEvent
 from protocol.common import Trigger
 from sim.feed import MediaFeed
 from sim.media import MediaSource, derive_seed
 from sim.scenario import Scenario
 from sim.scenario_timeline import (
+    Action,
+    Activity,
     Categorize,
     DoublePress,
     Hold,
+    PeerActivation,
+    PeerDeactivation,
     PowerLoss,
     PowerOff,
     PowerOn,
     Press,
+    RemoteActivate,
+    RemoteDeactivate,
     SetClock,
+    SetModeAction,
     Sleep,
     TimelineEntry,
+    TriggerAction,
+    Upload,
     Wake,
 )
+from sim.uplink_model import UplinkModel
 
 Progress = Callable[[float, float], None]
 """Called with (virtual seconds done, virtual seconds in all)."""
@@ -52,6 +64,15 @@ class RunStats:
     refused: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ActivitySpan:
+    """What the officer was doing, when: the compliance report's ground truth."""
+
+    context: str
+    start_s: float
+    end_s: float
+
+
 class ScenarioRun:
     """One scenario executing against one data directory."""
 
@@ -66,6 +87,8 @@ class ScenarioRun:
         self.battery = Battery(scenario.battery, 0.0)
         self.camera = self._new_camera(0.0)
         self._feed: MediaFeed | None = None
+        self.activities: list[ActivitySpan] = []
+        self.uplink = UplinkModel()
 
     def _new_camera(self, now: float) -> Camera:
         policy = self.scenario.policy
@@ -96,6 +119,7 @@ class ScenarioRun:
             audit=audit,
             clock=self.clock,
             now=now,
+            rules=self.scenario.rules,
         )
 
     def run(self, progress: Progress | None = None) -> None:
@@ -143,7 +167,7 @@ class ScenarioRun:
             case Hold(reason=reason):
                 self._count(camera.deactivate(_button(None), reason, now).accepted)
             case Press(note=note):
-                self._count(camera.marker("button:event", note, now).accepted)
+                self._count(camera.press("button:event", note, now).accepted)
             case Sleep():
                 self._count(camera.sleep(now).accepted)
             case Wake():
@@ -152,6 +176,44 @@ class ScenarioRun:
                 self._count(camera.categorize(tuple(categories), case_id, now).accepted)
             case SetClock(utc=utc, source=source):
                 camera.set_utc(utc, source, now)
+            case _:
+                self._apply_input(now, action)
+
+    def _apply_input(self, now: float, action: Action) -> None:
+        """Triggers, remote and peer requests, modes, activities and docking."""
+        camera = self.camera
+        match action:
+            case SetModeAction(mode=mode, enabled=enabled):
+                self._count(camera.set_mode(mode, enabled, "button", now).accepted)
+            case TriggerAction(kind=kind, active=active, source=source, input=name):
+                event = TriggerEvent(
+                    kind=kind, source=source or _INPUTS[kind], active=active, name=name or ""
+                )
+                self._count(camera.trigger(event, now).accepted)
+            case RemoteActivate(source=source):
+                event = TriggerEvent(kind="remote", source=f"mqtt:{source}")
+                self._count(camera.trigger(event, now).accepted)
+            case RemoteDeactivate(reason=reason, source=source):
+                trigger = Trigger(kind="remote", source=f"mqtt:{source}")
+                self._count(camera.deactivate(trigger, reason, now).accepted)
+            case PeerActivation(peer=peer, distance_m=distance_m, master=master):
+                event = TriggerEvent(
+                    kind="peer",
+                    source=f"peer:{peer}",
+                    peer=peer,
+                    group_master=master,
+                    distance_m=distance_m,
+                )
+                self._count(camera.trigger(event, now).accepted)
+            case PeerDeactivation(peer=peer, reason=reason):
+                trigger = Trigger(kind="peer", source=f"peer:{peer}")
+                self._count(camera.deactivate(trigger, reason, now).accepted)
+            case Activity(context=context, duration=duration):
+                self.activities.append(ActivitySpan(context, now, now + duration))
+            case Upload(bandwidth_mbps=bandwidth):
+                self.uplink.dock(now, bandwidth, camera.store.closed_segments(), camera.critical)
+            case _:
+                raise AssertionError(f"the runner does not handle {action.name}")
 
     def _count(self, accepted: bool) -> None:
         self.stats.decisions += 1
@@ -180,6 +242,23 @@ class ScenarioRun:
         # The next power_on boots a fresh camera on the same storage, as a real one would: the
         # audit log is reopened (and repaired) and the open segment is recovered.
         self.camera = self._new_camera(now)
+
+
+_INPUTS: Final = {
+    "holster": "input:holster",
+    "vehicle_lightbar": "vehicle:lightbar",
+    "vehicle_siren": "vehicle:siren",
+    "vehicle_door": "vehicle:door",
+    "vehicle_speed": "vehicle:speed",
+    "taser_armed": "taser:armed",
+    "taser_trigger": "taser:trigger",
+    "taser_arc": "taser:arc",
+    "gunshot": "detector:gunshot",
+    "foot_pursuit": "detector:imu",
+    "officer_down": "detector:imu",
+    "geofence": "detector:gps",
+}
+"""The input path each sensor trigger arrives through, for the audit log."""
 
 
 def _button(source: str | None) -> Trigger:

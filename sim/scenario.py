@@ -18,6 +18,8 @@ from typing import Any, Final
 from device.battery import BatteryConfig
 from device.errors import ConfigError
 from device.policy import Durability, RecordingPolicy
+from device.policyfile import AgencyPolicy, load_policy, read_policy
+from device.rules import PolicyRules
 from device.tomlfields import (
     ConfigFileError,
     Document,
@@ -130,6 +132,8 @@ class Scenario:
     duration_s: float
     device: DeviceSpec
     policy: RecordingPolicy
+    rules: PolicyRules
+    policy_name: str
     video: VideoProfile
     audio: AudioProfile
     battery: BatteryConfig
@@ -160,9 +164,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             raise doc.error((required,), f"missing; add a [{required}] table")
     name, duration_s = _header(doc, doc.table(("scenario",), data["scenario"]))
     device = build(doc, ("device",), DeviceSpec, doc.table(("device",), data["device"]))
-    policy = build(
-        doc, ("policy",), RecordingPolicy, _section(doc, data, "policy"), durability=Durability.NONE
-    )
+    agency = _policy(doc, _section(doc, data, "policy"), source)
     video, audio = _media(doc, _section(doc, data, "media"))
     battery = build(doc, ("battery",), BatteryConfig, _section(doc, data, "battery"))
     timeline = parse_timeline(doc, data.get("timeline", []), duration_s)
@@ -170,13 +172,33 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         name=name or _default_name(source),
         duration_s=duration_s,
         device=device,
-        policy=policy,
+        policy=agency.recording,
+        rules=agency.rules,
+        policy_name=agency.name,
         video=video,
         audio=audio,
         battery=battery,
         timeline=timeline,
         source=source,
     )
+
+
+def _policy(doc: Document, table: dict[str, Any], source: str) -> AgencyPolicy:
+    """``[policy]``: a policy file's tables inline, over the file named by ``file`` if any.
+
+    Scenarios run in virtual time, where the host's page cache stands in for the camera's flash,
+    so durability is ``none`` unless the scenario says otherwise.
+    """
+    base = AgencyPolicy()
+    if "file" in table:
+        name = doc.convert(("policy", "file"), Label, table["file"])
+        where = Path(name) if source.startswith("<") else Path(source).parent / name
+        try:
+            base = load_policy(where)
+        except ConfigFileError as error:
+            raise doc.error(("policy", "file"), f"the policy file is wrong: {error}") from error
+    fixed = {} if "durability" in table else {"durability": Durability.NONE}
+    return read_policy(doc, ("policy",), table, base, extra_keys=("file",), **fixed)
 
 
 def _section(doc: Document, data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from device.tomlfields import (
     Bounds,
     Document,
     Label,
+    TimeSyntax,
     build,
     check_fields,
     describe,
@@ -26,6 +27,7 @@ from device.tomlfields import (
     unknown,
 )
 from device.tomllines import Path
+from device.triggers import LEVEL_KINDS
 
 ClockSetSource = Literal["sync", "gps", "manual"]
 """Where a ``set_clock`` learns UTC from (``protocol.vocabulary.ClockSource`` minus "unset")."""
@@ -130,6 +132,138 @@ class SetClock:
         check_fields(self, self.name)
 
 
+SensorTriggerKind = Literal[
+    "holster",
+    "vehicle_lightbar",
+    "vehicle_siren",
+    "vehicle_door",
+    "vehicle_speed",
+    "taser_armed",
+    "taser_trigger",
+    "taser_arc",
+    "gunshot",
+    "foot_pursuit",
+    "officer_down",
+    "geofence",
+]
+"""Trigger kinds a ``trigger`` action injects as if the input (or its detector) had fired."""
+
+ModeName = Literal["sleep", "mute", "stealth"]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerAction:
+    """A sensor or vehicle trigger fires (``active`` true) or a level trigger is released.
+
+    ``name`` tells level triggers of one kind apart (the geofence's name).
+    """
+
+    name: ClassVar[str] = "trigger"
+    kind: SensorTriggerKind
+    active: bool = True
+    source: Label | None = None
+    input: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+        level = self.kind in LEVEL_KINDS
+        if not self.active and not level:
+            raise ConfigError(
+                f"trigger.active: {self.kind} is an instant trigger: it has no release"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteActivate:
+    """Dispatch (or the backend) commands the camera to record."""
+
+    name: ClassVar[str] = "remote_activate"
+    source: Label = "dispatch"
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDeactivate:
+    """Dispatch (or the backend) commands the camera to stop, with the required reason."""
+
+    name: ClassVar[str] = "remote_deactivate"
+    reason: Label
+    source: Label = "dispatch"
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerActivation:
+    """A camera of the group, ``distance_m`` away, broadcasts that it started recording."""
+
+    name: ClassVar[str] = "peer_activation"
+    peer: Label
+    distance_m: Annotated[float, Bounds(0, 100_000)] = 3.0
+    master: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDeactivation:
+    """A camera of the group broadcasts that it stopped its group recording."""
+
+    name: ClassVar[str] = "peer_deactivation"
+    peer: Label
+    reason: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class SetModeAction:
+    """The officer switches a mode on or off (``sleep`` is the same as the sleep/wake actions)."""
+
+    name: ClassVar[str] = "mode"
+    mode: ModeName
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the officer is doing from ``at`` for ``duration``: ground truth for compliance.
+
+    ``context`` is matched against the policy's covered activities (must be recorded) and
+    prohibited contexts (must not be).
+    """
+
+    name: ClassVar[str] = "activity"
+    context: Label
+    duration: Annotated[float, Bounds(1, 7 * 24 * 3600), TimeSyntax()]
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """The camera docks and uploads everything closed so far at ``bandwidth_mbps``.
+
+    Most urgent first (critical-incident categories, then oldest); the report gives each
+    recording the virtual time its last byte was verified, for the critical-upload deadline.
+    """
+
+    name: ClassVar[str] = "upload"
+    bandwidth_mbps: Annotated[float, Bounds(0.1, 10_000)] = 25.0
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
 Action: TypeAlias = (
     PowerOn
     | PowerOff
@@ -141,6 +275,14 @@ Action: TypeAlias = (
     | Wake
     | Categorize
     | SetClock
+    | TriggerAction
+    | RemoteActivate
+    | RemoteDeactivate
+    | PeerActivation
+    | PeerDeactivation
+    | SetModeAction
+    | Activity
+    | Upload
 )
 """Every timeline action; a runner's ``match`` over it is checked for exhaustiveness by mypy."""
 

@@ -451,10 +451,12 @@ ERRORS: list[tuple[str, str, str, str]] = [
     (
         "unknown action",
         'do = "hold"',
-        'do = "explode"',
+        'do = "xyzzy"',
         (
-            "x.toml:14: timeline[1].do: unknown action 'explode'; expected one of power_on, "
-            "power_off, power_loss, double_press, hold, press, sleep, wake, categorize, set_clock"
+            "x.toml:14: timeline[1].do: unknown action 'xyzzy'; expected one of power_on, "
+            "power_off, power_loss, double_press, hold, press, sleep, wake, categorize, set_clock, "
+            "trigger, remote_activate, remote_deactivate, peer_activation, peer_deactivation, "
+            "mode, activity, upload"
         ),
     ),
     (
@@ -463,7 +465,9 @@ ERRORS: list[tuple[str, str, str, str]] = [
         "do = 3",
         (
             "x.toml:14: timeline[1].do: must be an action name, one of power_on, power_off, "
-            "power_loss, double_press, hold, press, sleep, wake, categorize, set_clock, got 3"
+            "power_loss, double_press, hold, press, sleep, wake, categorize, set_clock, "
+            "trigger, remote_activate, remote_deactivate, peer_activation, peer_deactivation, "
+            "mode, activity, upload, got 3"
         ),
     ),
     (
@@ -529,7 +533,9 @@ ERRORS: list[tuple[str, str, str, str]] = [
         "",
         (
             "x.toml:12: timeline[1].do: missing; expected one of power_on, power_off, power_loss, "
-            "double_press, hold, press, sleep, wake, categorize, set_clock"
+            "double_press, hold, press, sleep, wake, categorize, set_clock, "
+            "trigger, remote_activate, remote_deactivate, peer_activation, peer_deactivation, "
+            "mode, activity, upload"
         ),
     ),
     (
