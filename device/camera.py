@@ -260,7 +260,7 @@ class Camera(CameraCore):
             upload_deadline_s=deadline,
         )
 
-    def set_mode(self, mode: Mode, enabled: bool, source: str, now: float) -> Decision:
+    def set_mode(self, mode: Mode, now: float, *, enabled: bool, source: str) -> Decision:
         """Switch sleep, mute or stealth mode on or off, if the policy allows it."""
         if mode == "sleep":
             return self.sleep(now, source) if enabled else self.wake(now, source)

@@ -177,10 +177,11 @@ COVERED_ACTIVITIES: Final = (
 class ComplianceRules:
     """What the compliance report checks.
 
-    ``min_pre_roll_s``: delivered pre-roll shorter than this (less ``pre_roll_tolerance_s``, for
-    keyframe rounding) is a late activation (None: the configured ``pre_event_s``). ``activation_grace_s``: how long after a covered activity's
-    first trigger the recorded media may begin. ``covered`` activities must be recorded;
-    ``prohibited`` contexts must not be (e.g. solely First Amendment activity).
+    ``min_pre_roll_s``: delivered pre-roll shorter than this, less ``pre_roll_tolerance_s`` for
+    keyframe rounding, is a late activation (None: the configured ``pre_event_s``).
+    ``activation_grace_s``: how long after a covered activity's first trigger the recorded media
+    may begin. ``covered`` activities must be recorded; ``prohibited`` contexts must not be (e.g.
+    solely First Amendment activity).
     """
 
     min_pre_roll_s: Annotated[float, Bounds(0, 120)] | None = None

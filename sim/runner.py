@@ -184,7 +184,7 @@ class ScenarioRun:
         camera = self.camera
         match action:
             case SetModeAction(mode=mode, enabled=enabled):
-                self._count(camera.set_mode(mode, enabled, "button", now).accepted)
+                self._count(camera.set_mode(mode, now, enabled=enabled, source="button").accepted)
             case TriggerAction(kind=kind, active=active, source=source, input=name):
                 event = TriggerEvent(
                     kind=kind, source=source or _INPUTS[kind], active=active, name=name or ""
