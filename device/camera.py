@@ -120,6 +120,15 @@ class Camera(CameraCore):
         self._start_recording(event.wire(), now)
         return Decision(accepted=True, reason=verdict.reason)
 
+    def audit_detection(self, kind: str, features: dict[str, float], now: float) -> None:
+        """A detector decided: what it measured, before the trigger it raises is decided."""
+        rounded = {name: round(value, 6) for name, value in features.items()}
+        self._trail.record("detection", now, detector=kind, features=rounded)
+
+    def audit_input_ignored(self, name: str, reason: str, edges: int, now: float) -> None:
+        """An input change that conditioning filtered out (contact bounce, a glitch)."""
+        self._trail.record("input_ignored", now, input=name, reason=reason, edges=edges)
+
     # -- stops --------------------------------------------------------------------------------
 
     def deactivate(self, trigger: Trigger, reason: str | None, now: float) -> Decision:

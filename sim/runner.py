@@ -19,6 +19,7 @@ from device.clock import DeviceClock
 from device.errors import ConfigError
 from device.identity import DeviceIdentity
 from device.policy import Durability
+from device.sensorhub import SensorHub
 from device.store import EvidenceStore
 from device.triggers import TriggerEvent
 from protocol.common import Trigger
@@ -28,9 +29,14 @@ from sim.scenario import Scenario
 from sim.scenario_timeline import (
     Action,
     Activity,
+    Audio,
+    Button,
     Categorize,
     DoublePress,
+    Gps,
     Hold,
+    Imu,
+    Input,
     PeerActivation,
     PeerDeactivation,
     PowerLoss,
@@ -42,11 +48,13 @@ from sim.scenario_timeline import (
     SetClock,
     SetModeAction,
     Sleep,
+    Speed,
     TimelineEntry,
     TriggerAction,
     Upload,
     Wake,
 )
+from sim.sensor_schedule import SensorSchedule
 from sim.uplink_model import UplinkModel
 
 Progress = Callable[[float, float], None]
@@ -86,8 +94,11 @@ class ScenarioRun:
         self.clock = DeviceClock(device.epoch_utc, 0.0, device.clock_source)
         self.battery = Battery(scenario.battery, 0.0)
         self.camera = self._new_camera(0.0)
+        self.hub = SensorHub(self.camera, scenario.rules)
+        self.sensors = SensorSchedule()
         self._feed: MediaFeed | None = None
         self.activities: list[ActivitySpan] = []
+        self._sensor_actions = 0
         self.uplink = UplinkModel()
 
     def _new_camera(self, now: float) -> Camera:
@@ -137,15 +148,24 @@ class ScenarioRun:
             progress(duration, duration)
 
     def _advance(self, until: float) -> None:
-        """Feed media and run the camera's deadlines up to ``until``."""
-        camera = self.camera
+        """Feed media, raw sensor inputs and the camera's deadlines up to ``until``, in order."""
         while True:
-            deadline = camera.next_deadline()
-            step = until if deadline is None else min(deadline, until)
-            self._feed_to(step)
-            if deadline is None or deadline > until:
+            step = self._next_due()
+            if step is None or step > until:
+                self._feed_to(until)
                 return
-            camera.handle_timeout(deadline)
+            self._feed_to(step)
+            for at_s, deliver in self.sensors.pop_due(step):
+                if self.camera.state is not CameraState.OFF:
+                    deliver(self.hub, at_s)
+            if (deadline := self.hub.next_deadline()) is not None and deadline <= step:
+                self.hub.handle_timeout(step)
+            if (deadline := self.camera.next_deadline()) is not None and deadline <= step:
+                self.camera.handle_timeout(step)
+
+    def _next_due(self) -> float | None:
+        times = [self.camera.next_deadline(), self.hub.next_deadline(), self.sensors.next_time()]
+        return min((t for t in times if t is not None), default=None)
 
     def _feed_to(self, now: float) -> None:
         if self._feed is not None and self.camera.state is not CameraState.OFF:
@@ -212,6 +232,10 @@ class ScenarioRun:
                 self.activities.append(ActivitySpan(context, now, now + duration))
             case Upload(bandwidth_mbps=bandwidth):
                 self.uplink.dock(now, bandwidth, camera.store.closed_segments(), camera.critical)
+            case Button() | Input() | Speed() | Imu() | Audio() | Gps():
+                seed = derive_seed(self.scenario.device.seed, "sensor", self._sensor_actions)
+                self._sensor_actions += 1
+                self.sensors.schedule(now, action, seed)
             case _:
                 raise AssertionError(f"the runner does not handle {action.name}")
 
@@ -242,6 +266,8 @@ class ScenarioRun:
         # The next power_on boots a fresh camera on the same storage, as a real one would: the
         # audit log is reopened (and repaired) and the open segment is recovered.
         self.camera = self._new_camera(now)
+        self.hub = SensorHub(self.camera, self.scenario.rules)
+        self.sensors.clear()
 
 
 _INPUTS: Final = {

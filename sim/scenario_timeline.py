@@ -264,6 +264,96 @@ class Upload:
         check_fields(self, self.name)
 
 
+ButtonGesture = Literal["double_press", "hold", "press"]
+InputLine = Literal["holster", "lightbar", "siren", "door", "taser_armed"]
+ImuEpisodeName = Literal[
+    "standing", "walking", "running", "fall", "jump", "sit_hard", "stumble", "vehicle_entry"
+]
+AudioClipName = Literal["gunshot", "door_slam", "ambient"]
+LatLonPair = Annotated[tuple[float, ...], Bounds(2, 2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """The Event button pressed by a hand: raw edges with human timing and contact bounce.
+
+    Goes through the camera's debouncing and gesture recognition, unlike ``double_press``,
+    ``hold`` and ``press``, which hand the camera the recognised gesture. ``reason``: what the
+    officer says before a hold.
+    """
+
+    name: ClassVar[str] = "button"
+    gesture: ButtonGesture
+    bounce: bool = True
+    reason: Label | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """An input line changes level (debounced by the camera): holster drawn, lightbar on..."""
+
+    name: ClassVar[str] = "input"
+    line: InputLine
+    level: bool = True
+    glitch_s: Annotated[float, Bounds(0, 1)] = 0.0
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Speed:
+    """The vehicle reports its speed (km/h); held over the threshold, it is a trigger."""
+
+    name: ClassVar[str] = "speed"
+    kmh: Annotated[float, Bounds(0, 400)]
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Imu:
+    """The officer moves: a generated IMU episode (100 Hz) is fed to the camera's detectors."""
+
+    name: ClassVar[str] = "imu"
+    episode: ImuEpisodeName
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """A sound: a generated audio clip (16 kHz) is fed to the gunshot detector."""
+
+    name: ClassVar[str] = "audio"
+    clip: AudioClipName
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Gps:
+    """The officer moves along ``route`` (``[latitude, longitude]`` points); fixes every second.
+
+    ``loss_s``: seconds without a fix, from the start of the route. Geofences are in the policy.
+    """
+
+    name: ClassVar[str] = "gps"
+    route: Annotated[tuple[LatLonPair, ...], Bounds(2, 1000)]
+    speed_mps: Annotated[float, Bounds(0.1, 70)] = 1.4
+    jitter_m: Annotated[float, Bounds(0, 100)] = 3.0
+    loss_s: Annotated[tuple[Annotated[tuple[float, ...], Bounds(2, 2)], ...], Bounds(0, 100)] = ()
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.name)
+
+
 Action: TypeAlias = (
     PowerOn
     | PowerOff
@@ -283,6 +373,12 @@ Action: TypeAlias = (
     | SetModeAction
     | Activity
     | Upload
+    | Button
+    | Input
+    | Speed
+    | Imu
+    | Audio
+    | Gps
 )
 """Every timeline action; a runner's ``match`` over it is checked for exhaustiveness by mypy."""
 
