@@ -85,7 +85,8 @@ def _print_human(console: Console, report: dict[str, Any], wall_s: float) -> Non
     for item in report["recordings"]:
         console.print(
             f"  {item['id']}: {item['start_utc']} .. {item['stop_utc']}, "
-            f"{item['start_trigger']} -> {item['stop_trigger']} ({item['stop_reason']}), "
+            f"{item['start_trigger']} -> {item['stop_trigger']} "
+            f"({item['stop_reason'] or 'no reason stated'}), "
             f"pre-roll {item['delivered_pre_roll_s']:.1f}/{item['requested_pre_roll_s']:.1f} s, "
             f"{len(item['segments'])} segments" + (" [recovered]" if item["recovered"] else ""),
             markup=False,

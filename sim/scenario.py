@@ -198,7 +198,10 @@ def _policy(doc: Document, table: dict[str, Any], source: str) -> AgencyPolicy:
         except ConfigFileError as error:
             raise doc.error(("policy", "file"), f"the policy file is wrong: {error}") from error
     fixed = {} if "durability" in table else {"durability": Durability.NONE}
-    return read_policy(doc, ("policy",), table, base, extra_keys=("file",), **fixed)
+    policy = read_policy(doc, ("policy",), table, base, extra_keys=("file",), **fixed)
+    if "name" not in table and set(table) - {"file", "durability"}:
+        policy = replace(policy, name=f"{policy.name}, as the scenario changes it")
+    return policy
 
 
 def _section(doc: Document, data: dict[str, Any], name: str) -> dict[str, Any]:

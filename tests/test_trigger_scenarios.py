@@ -256,3 +256,45 @@ def test_a_peer_out_of_range_is_ignored(tmp_path: Path) -> None:
     records = run(tmp_path, [step(20, "peer_activation", peer="cam-2", distance_m=25)])
     (ignored,) = [r for r in records if r["kind"] == "trigger"]
     assert ignored["decision"] == "peer cam-2 is out of range (25.0 m > range_m 9.1)"
+
+
+def test_the_triggers_tour_example_decides_as_documented(tmp_path: Path) -> None:
+    from sim.scenario import load_scenario
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    ScenarioRun(load_scenario(examples / "triggers-tour.toml"), tmp_path / "out").run()
+    lines = (tmp_path / "out" / "audit.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert decisions(records) == [
+        ("activate", "start", "button"),
+        ("deactivate", "stop", "button"),
+        ("activate", "start", "officer_down"),
+        ("activate", "note", "gunshot"),
+        ("activate", "note", "foot_pursuit"),
+        ("release", None, "foot_pursuit"),
+        ("activate", "note", "holster"),
+        ("release", None, "holster"),
+        ("deactivate", "confirm", "button"),
+        ("confirm_stop", "stop", "button"),
+        ("activate", "start", "vehicle_siren"),
+        ("deactivate", "refuse", "remote"),
+        ("release", None, "vehicle_siren"),
+        ("deactivate", "stop", "remote"),
+        ("activate", "start", "gunshot"),
+        ("deactivate", "cancel", "button"),
+        ("activate", "start", "geofence"),
+        ("deactivate", "confirm", "button"),
+        ("confirm_stop", "stop", "button"),
+        ("activate", "start", "peer"),
+        ("deactivate", "refuse", "button"),
+        ("deactivate", "stop", "peer"),
+        ("activate", "ignore", "holster"),
+    ]
+    glitches = [r for r in records if r["kind"] == "input_ignored" and r["input"] == "lightbar"]
+    assert len(glitches) == 1
+    assert {r["detector"] for r in records if r["kind"] == "detection"} == {
+        "officer_down",
+        "gunshot",
+        "foot_pursuit",
+        "geofence",
+    }
