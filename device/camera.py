@@ -117,7 +117,13 @@ class Camera(CameraCore):
             return Decision(accepted=False, reason="storage full")
         group_master = event.peer if event.kind == "peer" else None
         self.context = RecordingContext(start=event, started_at=now, group_master=group_master)
-        self._start_recording(event.wire(), now)
+        recording = self._start_recording(event.wire(), now)
+        if group_master is None and self.rules.peer.broadcast:
+            # This camera is the master of the group recording its broadcast may start.
+            self._master_of = recording.recording_id
+            self.outbox.peer_activation(
+                self._utc(now), recording.recording_id, event.wire(), self.position
+            )
         return Decision(accepted=True, reason=verdict.reason)
 
     def audit_detection(self, kind: str, features: dict[str, float], now: float) -> None:

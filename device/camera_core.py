@@ -113,6 +113,9 @@ class CameraCore:
         self.muted = False
         self._awaiting_confirmation: tuple[StopRequest, Trigger] | None = None
         self._prompt_for: str | None = None
+        self.position: tuple[float, float] | None = None
+        """The last GPS fix (latitude, longitude), for peer broadcasts' range check."""
+        self._master_of: str | None = None
         self.critical: dict[str, float] = {}
         """Recordings given a critical-incident category: their upload deadline (monotonic)."""
 
@@ -167,6 +170,7 @@ class CameraCore:
         self.context = None
         self._awaiting_confirmation = None
         self._prompt_for = None
+        self._master_of = None
         self.muted = False
 
     # -- media --------------------------------------------------------------------------------
@@ -349,6 +353,9 @@ class CameraCore:
         self.timers.cancel("confirm_stop")
         if not continuing:
             self.context = None
+            if self._master_of is not None:
+                self.outbox.peer_deactivation(self._utc(now), self._master_of, reason)
+                self._master_of = None
             self._prompt_category(recording, now)
 
     def _prompt_category(self, recording: ActiveRecording, now: float) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from device.recording import RecordingStart
 from protocol.common import Trigger
 from protocol.events import Activation, AnyEvent, Deactivation, Fault, Marker, ModeChange
+from protocol.messages import AnyPeerMessage, PeerActivation, PeerDeactivation
 from protocol.vocabulary import FaultSeverity, Mode
 
 MAX_QUEUED_EVENTS = 10_000
@@ -27,6 +28,8 @@ class EventOutbox:
         self.queue: deque[AnyEvent] = deque(maxlen=capacity)
         self.seq = 0
         self.overflowed = 0
+        self.group: deque[AnyPeerMessage] = deque(maxlen=capacity)
+        """Broadcasts to the camera's group (peer activation), for the shell to publish."""
 
     def drain(self) -> list[AnyEvent]:
         """Every queued event, oldest first; the queue is emptied."""
@@ -70,3 +73,28 @@ class EventOutbox:
     def fault(self, utc: datetime, code: str, severity: FaultSeverity, message: str) -> None:
         """Something went wrong or a threshold was crossed."""
         self._push(Fault, utc, code=code, severity=severity, message=message[:1000])
+
+    def peer_activation(
+        self,
+        utc: datetime,
+        recording: str,
+        trigger: Trigger,
+        position: tuple[float, float] | None,
+    ) -> None:
+        """Tell the group this camera (the master) started recording."""
+        self.group.append(
+            PeerActivation(
+                ts=utc,
+                device=self.device_id,
+                recording=recording,
+                trigger=trigger,
+                master=True,
+                position=position,
+            )
+        )
+
+    def peer_deactivation(self, utc: datetime, recording: str, reason: str | None) -> None:
+        """Tell the group its master stopped."""
+        self.group.append(
+            PeerDeactivation(ts=utc, device=self.device_id, recording=recording, reason=reason)
+        )

@@ -95,6 +95,8 @@ class SensorHub:
 
     def gps(self, t: float, fix: tuple[float, float] | None, now: float) -> None:
         """A GPS fix (latitude, longitude), or None when the fix is lost."""
+        if fix is not None:
+            self.camera.position = fix
         if self.geofences is not None:
             self._detections(self.geofences.update(t, fix), "detector:gps", now)
 

@@ -2,8 +2,9 @@
 
 Each topic channel carries one family: ``status`` a ``Status``, ``telemetry`` a ``Telemetry``,
 ``event`` an event (``protocol.events``), ``cmd`` a command and ``reply`` a ``Reply``
-(``protocol.commands``), a group's ``peer`` a ``PeerActivation``. Decoding is strict: any
-malformed input raises ``DecodeError`` with the path of the field at fault, never anything else.
+(``protocol.commands``), a group's ``peer`` a ``PeerActivation`` or ``PeerDeactivation``.
+Decoding is strict: any malformed input raises ``DecodeError`` with the path of the field at
+fault, never anything else.
 """
 
 from __future__ import annotations
@@ -126,7 +127,18 @@ class PeerActivation(DeviceMessage, frozen=True, kw_only=True, tag="peer_activat
     ) = None
 
 
-AnyMessage = Status | Telemetry | AnyEvent | AnyCommand | Reply | PeerActivation
+class PeerDeactivation(DeviceMessage, frozen=True, kw_only=True, tag="peer_deactivation"):
+    """The group master tells its group that it stopped: members stop their group recording.
+
+    A member ignores it unless the sender is the master of the group recording it joined.
+    """
+
+    recording: SafeId
+    reason: Label | None = None
+
+
+AnyPeerMessage = PeerActivation | PeerDeactivation
+AnyMessage = Status | Telemetry | AnyEvent | AnyCommand | Reply | PeerActivation | PeerDeactivation
 
 _FAMILIES: Final[dict[DeviceChannel | GroupChannel, object]] = {
     DeviceChannel.STATUS: Status,
@@ -134,7 +146,7 @@ _FAMILIES: Final[dict[DeviceChannel | GroupChannel, object]] = {
     DeviceChannel.EVENT: AnyEvent,
     DeviceChannel.COMMAND: AnyCommand,
     DeviceChannel.REPLY: Reply,
-    GroupChannel.PEER: PeerActivation,
+    GroupChannel.PEER: AnyPeerMessage,
     GroupChannel.COMMAND: AnyCommand,
 }
 
@@ -205,6 +217,7 @@ __all__ = [
     "AnyCommand",
     "AnyEvent",
     "AnyMessage",
+    "AnyPeerMessage",
     "Battery",
     "Clock",
     "Command",
@@ -219,6 +232,7 @@ __all__ = [
     "Message",
     "ModeChange",
     "PeerActivation",
+    "PeerDeactivation",
     "Ping",
     "Reply",
     "SetConfig",

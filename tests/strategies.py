@@ -25,6 +25,7 @@ from protocol.messages import (
     Battery,
     Clock,
     PeerActivation,
+    PeerDeactivation,
     Status,
     Storage,
     Telemetry,
@@ -206,4 +207,13 @@ peer_activations = st.builds(
     ),
 )
 
-any_message = st.one_of(statuses, telemetry, events, commands, replies, peer_activations)
+peer_deactivations = st.builds(
+    PeerDeactivation,
+    ts=utc_times,
+    device=safe_ids,
+    recording=safe_ids,
+    reason=st.none() | labels,
+)
+any_message = st.one_of(
+    statuses, telemetry, events, commands, replies, peer_activations, peer_deactivations
+)

@@ -17,6 +17,7 @@ from device.recordformat import RecordType
 from device.rules import DEFAULT_TRIGGER_RULES, PolicyRules, StopRules, TriggerRule
 from device.triggers import CONFIGURABLE_KINDS, LEVEL_KINDS, TriggerEvent
 from protocol.common import Trigger
+from protocol.messages import PeerActivation, PeerDeactivation, decode_message, encode_message
 from protocol.vocabulary import TriggerKind
 from tests.camera_rig import BUTTON, Rig
 
@@ -352,3 +353,31 @@ def test_a_critical_category_sets_the_upload_deadline_and_the_manifest_flag(
     assert camera.critical == {camera.finished[-1].recording_id: 9.0 + 3600.0}
     manifests = [seg.manifest for seg in rig.store.closed_segments()]
     assert manifests[-1].critical
+
+
+def test_the_master_tells_its_group_when_it_starts_and_stops(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    camera = rig.at(8.0)
+    camera.position = (39.95, -75.16)
+    camera.trigger(sensor("taser_arc"), 8.0)
+    rig.at(30.0).deactivate(BUTTON, "scene secure", 30.0)
+    rig.at(31.0).press("button:event", None, 31.0)
+    start, stop = list(camera.outbox.group)
+    assert isinstance(start, PeerActivation)
+    assert (start.master, start.position, start.trigger.kind) == (
+        True,
+        (39.95, -75.16),
+        "taser_arc",
+    )
+    assert isinstance(stop, PeerDeactivation)
+    assert (stop.recording, stop.reason) == (start.recording, "scene secure")
+    for message in (start, stop):
+        assert decode_message(encode_message(message)) == message
+
+
+def test_a_member_does_not_rebroadcast(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    camera = rig.at(8.0)
+    camera.trigger(peer("cam-2"), 8.0)
+    camera.deactivate(Trigger(kind="peer", source="peer:cam-2"), "done", 20.0)
+    assert not camera.outbox.group
