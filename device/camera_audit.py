@@ -15,6 +15,7 @@ from device.audit import AuditLog
 from device.auditformat import JsonValue
 from device.clock import DeviceClock
 from device.policy import RecordingPolicy
+from device.rules import PolicyRules
 from device.store import ClosedSegment, Recovery
 from protocol.common import Trigger
 
@@ -98,6 +99,32 @@ def policy_fields(policy: RecordingPolicy) -> dict[str, JsonValue]:
         "max_recording_s": policy.max_recording_s,
         "storage_bytes": policy.storage_bytes,
         "durability": policy.durability.value,
+    }
+
+
+def rules_fields(rules: PolicyRules) -> dict[str, JsonValue]:
+    """The rules as audit fields (written at every power on, after the recording policy)."""
+    triggers = rules.triggers
+    return {
+        "triggers_enabled": [kind for kind, rule in triggers.items() if rule.enabled],
+        "triggers_disabled": [kind for kind, rule in triggers.items() if not rule.enabled],
+        "cancel_windows_s": {
+            k: r.cancel_window_s for k, r in triggers.items() if r.cancel_window_s
+        },
+        "confirm_stop": [kind for kind, rule in triggers.items() if rule.confirm_stop],
+        "stop": {
+            "reason_required": rules.stop.reason_required,
+            "confirm_window_s": rules.stop.confirm_window_s,
+            "remote_may_stop_local": rules.stop.remote_may_stop_local,
+            "members_may_stop_group": rules.stop.members_may_stop_group,
+        },
+        "reminders_s": {
+            "recording": rules.modes.recording_reminder_s,
+            "sleep": rules.modes.sleep_reminder_s,
+        },
+        "critical_categories": list(rules.categories.critical),
+        "peer_range_m": rules.peer.range_m,
+        "geofences": [fence.name for fence in rules.geofences],
     }
 
 

@@ -17,7 +17,7 @@ from typing import Final
 
 from device.audit import AuditLog
 from device.battery import Battery, BatteryAlert, Load
-from device.camera_audit import CameraAudit, Decision, policy_fields
+from device.camera_audit import CameraAudit, Decision, policy_fields, rules_fields
 from device.camera_events import EventOutbox
 from device.clock import DeviceClock
 from device.decide import (
@@ -131,6 +131,7 @@ class CameraCore:
         for code, where in self._trail.recovery(recovery, self.store.root, now):
             self.outbox.fault(self._utc(now), code, "warning", where)
         self._trail.record("config", now, **policy_fields(self.policy))
+        self._trail.record("rules", now, **rules_fields(self.rules))
         self._media = media
         self._pts0_mono = now
         self._move(CameraState.BUFFERING, now, "powered on")
