@@ -456,7 +456,7 @@ ERRORS: list[tuple[str, str, str, str]] = [
             "x.toml:14: timeline[1].do: unknown action 'xyzzy'; expected one of power_on, "
             "power_off, power_loss, double_press, hold, press, sleep, wake, categorize, set_clock, "
             "trigger, remote_activate, remote_deactivate, peer_activation, peer_deactivation, "
-            "mode, activity, upload"
+            "mode, activity, upload, button, input, speed, imu, audio, gps"
         ),
     ),
     (
@@ -467,7 +467,7 @@ ERRORS: list[tuple[str, str, str, str]] = [
             "x.toml:14: timeline[1].do: must be an action name, one of power_on, power_off, "
             "power_loss, double_press, hold, press, sleep, wake, categorize, set_clock, "
             "trigger, remote_activate, remote_deactivate, peer_activation, peer_deactivation, "
-            "mode, activity, upload, got 3"
+            "mode, activity, upload, button, input, speed, imu, audio, gps, got 3"
         ),
     ),
     (
@@ -535,7 +535,7 @@ ERRORS: list[tuple[str, str, str, str]] = [
             "x.toml:12: timeline[1].do: missing; expected one of power_on, power_off, power_loss, "
             "double_press, hold, press, sleep, wake, categorize, set_clock, "
             "trigger, remote_activate, remote_deactivate, peer_activation, peer_deactivation, "
-            "mode, activity, upload"
+            "mode, activity, upload, button, input, speed, imu, audio, gps"
         ),
     ),
     (
