@@ -178,7 +178,8 @@ class Camera(CameraCore):
         self._awaiting_confirmation = None
         self.timers.cancel("confirm_stop")
         if verdict.act is Act.CANCEL:
-            self._stop_recording(trigger, verdict.reason, now)
+            stated = f"; stated: {request.reason}" if request.reason else ""
+            self._stop_recording(trigger, (verdict.reason + stated)[:200], now)
             self._move(CameraState.BUFFERING, now, "activation cancelled")
             return Decision(accepted=True, reason=verdict.reason)
         if self.policy.post_event_s > 0:

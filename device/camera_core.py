@@ -173,6 +173,7 @@ class CameraCore:
         self._prompt_for = None
         self._master_of = None
         self.muted = False
+        self.indicator.stealth = False
 
     # -- media --------------------------------------------------------------------------------
 

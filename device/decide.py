@@ -164,12 +164,11 @@ def _remote_stop(context: RecordingContext, rules: PolicyRules, levels: TriggerL
             return Verdict(
                 Act.REFUSE, "a remote command may not stop a recording started on the camera"
             )
-        asserted = levels.asserted()
-        if asserted:
+        start = context.start
+        if levels.is_asserted(start.kind, start.name):
             return Verdict(
                 Act.REFUSE,
-                f"a remote command may not stop a recording while {', '.join(asserted)} "
-                "is still active",
+                f"a remote command may not stop a recording while {start.label} is still active",
             )
     return Verdict(Act.STOP, "recording stopped by remote command")
 

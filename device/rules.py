@@ -144,12 +144,11 @@ class CategoryRules:
 class PeerRules:
     """Group activation: cameras within ``range_m`` of one that starts recording start too.
 
-    ``range_m`` defaults to about 30 ft; ``group_size`` is the most cameras that join one group
-    recording; ``broadcast`` is whether this camera tells its group when it starts recording.
+    ``range_m`` defaults to about 30 ft; ``broadcast`` is whether this camera tells its group when
+    it starts recording.
     """
 
     range_m: Annotated[float, Bounds(0, 10_000)] = 9.1
-    group_size: Annotated[int, Bounds(1, 64)] = 8
     broadcast: bool = True
 
     def __post_init__(self) -> None:

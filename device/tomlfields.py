@@ -136,7 +136,7 @@ def parse_time(value: object) -> float:
         whole = value.hour * 3600 + value.minute * 60 + value.second
         return float(f"{whole}.{value.microsecond:06d}")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or value < 0:
+        if not _is_number(value) or value < 0:
             raise Problem(f"must be a time {_TIME_FORMAT} (>= 0), got {describe(value)}")
         return float(value)
     raise Problem(f"must be a time {_TIME_FORMAT}, got {describe(value)}")
@@ -169,8 +169,12 @@ def _optional(hint: Any) -> Any:
 
 
 def _is_number(value: object) -> bool:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and math.isfinite(value)  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond a float's range
+        return False
 
 
 _SCALARS: Final[dict[Any, tuple[str, Callable[[object], bool]]]] = {
@@ -210,12 +214,22 @@ def expected(hint: Any) -> str:
     if choices is not None:
         return "one of " + ", ".join(json.dumps(choice) for choice in choices)
     if get_origin(base) is tuple:
-        items = f" of at most {bounds.hi:g}" if bounds else ""
-        return f"an array{items} of {expected(get_args(base)[0])}"
+        return f"an array{_count(bounds)} of {expected(get_args(base)[0])}"
     text = _scalar(base)[0]
     if bounds and base is str:
         return f"{text} of {bounds.lo:g} to {bounds.hi:g} characters"
     return f"{text} from {bounds.lo:g} to {bounds.hi:g}" if bounds else text
+
+
+def _count(bounds: Bounds | None) -> str:
+    """`` of 2``, `` of 3 to 1000``, `` of at most 20`` items, for an array's description."""
+    if bounds is None:
+        return ""
+    if bounds.lo == bounds.hi:
+        return f" of {bounds.lo:g}"
+    if bounds.lo > 0:
+        return f" of {bounds.lo:g} to {bounds.hi:g}"
+    return f" of at most {bounds.hi:g}"
 
 
 def convert(hint: Any, value: object) -> Any:
@@ -388,7 +402,10 @@ def _placed(
         return doc.error(path, str(error))
     key = by_field[match[1]]
     if key in given:
-        return doc.error((*path, key), f"{match[2]}, got {describe(given[key])}")
+        # The class's own message may not be about the value's form ("names ['x'], which
+        # covered also lists"): only a "got ..." message gets the value as written.
+        got = f", got {describe(given[key])}" if match[3] else ""
+        return doc.error((*path, key), f"{match[2]}{got}")
     return doc.error((*path, key), f"{match[2]}{match[3] or ''} (its default)")
 
 

@@ -7,8 +7,9 @@ with a context). Each finding names its rule, says what is wrong in a sentence, 
 evidence (times, triggers, numbers) that shows it.
 
 Rules:
-- ``late_activation``: delivered pre-roll shorter than required, or the recorded media begins
-  after the first trigger of a covered activity (plus ``activation_grace_s``).
+- ``late_activation``: delivered pre-roll shorter than required (unless the media reaches back
+  to the previous recording's end, so nothing is missing), or the recorded media begins after the
+  first trigger of a covered activity (plus ``activation_grace_s``).
 - ``unrecorded_activity``: a covered activity that no recording overlaps.
 - ``stop_without_reason``: a stop by a person or command with no stated reason, when the policy
   requires one.
@@ -90,8 +91,10 @@ class Situation:
 def check(situation: Situation) -> list[Finding]:
     """Every finding, recordings in order, activity findings after their recording's."""
     findings: list[Finding] = []
-    for recording in situation.recordings:
-        findings += _pre_roll(recording, situation)
+    previous_stop_s: float | None = None
+    for recording in sorted(situation.recordings, key=lambda rec: rec.media_start_s):
+        findings += _pre_roll(recording, situation, previous_stop_s)
+        previous_stop_s = recording.stop_s
         findings += _stop_reason(recording, situation.rules)
         findings += _critical_upload(recording, situation)
     for activity in situation.activities:
@@ -118,10 +121,17 @@ def first_triggers(
     return out
 
 
-def _pre_roll(recording: RecordingFacts, situation: Situation) -> list[Finding]:
+def _pre_roll(
+    recording: RecordingFacts, situation: Situation, previous_stop_s: float | None
+) -> list[Finding]:
     if recording.requested_pre_roll_s == 0:  # a continuation, or a policy with no buffer
         return []
     rules = situation.rules.compliance
+    if (
+        previous_stop_s is not None
+        and recording.media_start_s <= previous_stop_s + rules.pre_roll_tolerance_s
+    ):
+        return []  # the buffer was emptied by the last recording: nothing before it is missing
     required = rules.min_pre_roll_s
     if required is None:
         required = situation.policy.pre_event_s

@@ -60,6 +60,14 @@ def test_short_pre_roll_is_a_late_activation_with_a_tolerance() -> None:
     assert findings([continuation]) == []
 
 
+def test_short_pre_roll_right_after_a_recording_is_not_late() -> None:
+    earlier = replace(GOOD, id="r0", media_start_s=0.0, stop_s=60.0)
+    follow_on = replace(GOOD, media_start_s=60.0, delivered_pre_roll_s=12.0)
+    assert findings([earlier, follow_on]) == []
+    gap = replace(follow_on, media_start_s=65.0)
+    assert findings([earlier, gap]) == [("late_activation", "r1")]
+
+
 def test_media_beginning_after_the_first_trigger_is_a_late_activation() -> None:
     activity = ActivityFacts("arrest", 50.0, 300.0, "holster", 60.0)
     situation = Situation([GOOD], [activity], RecordingPolicy(), PolicyRules(), 1000.0)

@@ -203,15 +203,22 @@ def test_remote_may_not_stop_a_recording_started_on_the_camera(tmp_path: Path) -
 def test_remote_may_not_stop_while_a_trigger_is_still_active(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     camera = rig.at(8.0)
-    camera.trigger(TriggerEvent(kind="remote", source="mqtt:dispatch"), 8.0)
-    camera.trigger(sensor("holster"), 9.0)  # noted; the holster stays drawn
+    camera.trigger(sensor("vehicle_siren"), 8.0)
     decision = camera.deactivate(REMOTE, "dispatch: clear", 20.0)
     assert decision.reason == (
-        "a remote command may not stop a recording while holster is still active"
+        "a remote command may not stop a recording while vehicle_siren is still active"
     )
-    camera.trigger(sensor("holster", active=False), 21.0)
+    camera.trigger(sensor("vehicle_siren", active=False), 21.0)
     assert camera.deactivate(REMOTE, "dispatch: clear", 22.0).accepted
     assert camera.state is CameraState.BUFFERING
+
+
+def test_other_levels_asserted_since_do_not_block_a_remote_stop(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    camera = rig.at(8.0)
+    camera.trigger(TriggerEvent(kind="remote", source="mqtt:dispatch"), 8.0)
+    camera.trigger(sensor("holster"), 9.0)  # noted; the holster stays drawn
+    assert camera.deactivate(REMOTE, "dispatch: clear", 20.0).accepted
 
 
 def test_an_agency_can_let_remote_stop_anything(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ A Hypothesis rule-based machine drives a real camera (real store, real audit log
 under a randomly drawn policy and checks, at every step:
 
 - no stop that the rules forbid: a remote stop never ends a recording started on the camera or
-  while a level trigger is asserted (unless the policy allows it); only the group master's stop
-  ends a group recording (unless members may stop); a recording whose start trigger needs a
-  confirmation never stops on a hold alone, outside its cancel window;
+  while the level trigger that started it is asserted (unless the policy allows it); only the
+  group master's stop ends a group recording (unless members may stop); a recording whose start
+  trigger needs a confirmation never stops on a hold alone, outside its cancel window;
 - sleep never records, and no trigger is accepted in sleep mode;
 - every recording has its start trigger in the audit log, and the manifests agree.
 """
@@ -150,7 +150,10 @@ class PolicyMachine(RuleBasedStateMachine):
     def remote_stop(self, step: float, reason: str) -> None:
         self.advance(step)
         context, before = self.camera.context, self.camera.state
-        asserted = self.camera.levels.asserted()
+        start = context.start if (context := self.camera.context) is not None else None
+        start_asserted = start is not None and self.camera.levels.is_asserted(
+            start.kind, start.name
+        )
         decision = self.camera.deactivate(
             Trigger(kind="remote", source="mqtt:dispatch"), reason, self.now
         )
@@ -158,7 +161,7 @@ class PolicyMachine(RuleBasedStateMachine):
             assert context is not None
             if not self.rules.stop.remote_may_stop_local:
                 assert context.origin is not Origin.MANUAL
-                assert not asserted, asserted
+                assert not start_asserted, start
             assert context.group_master is None or self.rules.stop.members_may_stop_group
 
     @rule(step=STEP, sender=st.sampled_from(PEERS), reason=REASONS)

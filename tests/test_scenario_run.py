@@ -190,4 +190,3 @@ def test_late_activation_reports_the_short_pre_roll(tmp_path: Path) -> None:
 
 def test_the_allocator_tuning_applies_on_linux() -> None:
     assert tune_allocator() is sys.platform.startswith("linux")
-

@@ -218,18 +218,18 @@ def test_remote_stop_waits_for_active_triggers(tmp_path: Path) -> None:
     records = run(
         tmp_path,
         [
-            step(20, "remote_activate"),
+            step(20, "input", line="siren"),
             step(30, "input", line="holster"),
             step(60, "remote_deactivate", reason="dispatch: clear"),
-            step(70, "input", line="holster", level=False),
+            step(70, "input", line="siren", level=False),
             step(80, "remote_deactivate", reason="dispatch: clear"),
         ],
     )
     assert decisions(records) == [
-        ("activate", "start", "remote"),
+        ("activate", "start", "vehicle_siren"),
         ("activate", "note", "holster"),
         ("deactivate", "refuse", "remote"),
-        ("release", None, "holster"),
+        ("release", None, "vehicle_siren"),
         ("deactivate", "stop", "remote"),
     ]
 
