@@ -42,22 +42,13 @@ LEVEL_KINDS: Final[frozenset[TriggerKind]] = frozenset(
 )
 """Triggers that stay asserted until released (``active=False``)."""
 
-CONFIGURABLE_KINDS: Final[tuple[TriggerKind, ...]] = (
-    "button",
-    "holster",
-    "vehicle_lightbar",
-    "vehicle_siren",
-    "vehicle_door",
-    "vehicle_speed",
-    "taser_armed",
-    "taser_trigger",
-    "taser_arc",
-    "gunshot",
-    "foot_pursuit",
-    "officer_down",
-    "geofence",
-    "remote",
-    "peer",
+DEVICE_KINDS: Final[frozenset[str]] = frozenset(
+    {"scenario", "policy", "power", "storage", "battery", "recovery"}
+)
+"""Trigger kinds the device itself raises (its rules, power, storage); no policy governs them."""
+
+CONFIGURABLE_KINDS: Final[tuple[TriggerKind, ...]] = tuple(
+    kind for kind in get_args(TriggerKind) if kind not in DEVICE_KINDS
 )
 """Trigger kinds a policy can enable, debounce and give a cancel window (``[triggers.KIND]``)."""
 

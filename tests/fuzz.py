@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
 
 IN_CI_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 
@@ -11,3 +15,22 @@ FUZZ_EXAMPLES = 10_000 if IN_CI_PROFILE else 500
 
 STATEFUL_EXAMPLES = 1_000 if IN_CI_PROFILE else 100
 """Runs of a stateful (rule-based) test."""
+
+
+def toml_documents(
+    headers: Sequence[str], keys: Sequence[str], values: SearchStrategy[str]
+) -> SearchStrategy[str]:
+    """Near-valid TOML: up to 8 tables from ``headers``, each with up to 5 ``key = value`` lines."""
+    tables = st.lists(
+        st.tuples(
+            st.sampled_from(headers),
+            st.lists(st.tuples(st.sampled_from(keys), values), max_size=5),
+        ),
+        max_size=8,
+    )
+    return tables.map(
+        lambda items: "\n".join(
+            f"{header}\n" + "\n".join(f"{key} = {value}" for key, value in pairs)
+            for header, pairs in items
+        )
+    )

@@ -27,7 +27,7 @@ from device.rules import (
 from device.tomlfields import ConfigFileError, Problem, expected, parse_time
 from device.triggers import CONFIGURABLE_KINDS
 from sim.scenario import load_scenario, parse_scenario
-from tests.fuzz import FUZZ_EXAMPLES
+from tests.fuzz import FUZZ_EXAMPLES, toml_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "policies" / "default.toml"
@@ -472,22 +472,8 @@ _HEADERS = [
 
 
 @settings(max_examples=FUZZ_EXAMPLES)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(_HEADERS),
-            st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), max_size=5),
-        ),
-        max_size=8,
-    )
-)
-def test_random_policy_documents_raise_only_config_file_error(
-    tables: list[tuple[str, list[tuple[str, str]]]],
-) -> None:
-    text = "\n".join(
-        f"{header}\n" + "\n".join(f"{key} = {value}" for key, value in pairs)
-        for header, pairs in tables
-    )
+@given(toml_documents(_HEADERS, _KEYS, _VALUES))
+def test_random_policy_documents_raise_only_config_file_error(text: str) -> None:
     _parse_or_config_error(text)
 
 

@@ -45,6 +45,7 @@ from sim.scenario import (
     parse_scenario,
     parse_time,
 )
+from tests.fuzz import toml_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -842,22 +843,8 @@ _KEYS = sorted(
 _HEADERS = ["[scenario]", "[device]", "[policy]", "[media]", "[battery]", "[[timeline]]", "[x]"]
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(_HEADERS),
-            st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), max_size=5),
-        ),
-        max_size=8,
-    )
-)
-def test_random_toml_documents_raise_only_scenario_error(
-    tables: list[tuple[str, list[tuple[str, str]]]],
-) -> None:
-    text = "\n".join(
-        f"{header}\n" + "\n".join(f"{key} = {value}" for key, value in pairs)
-        for header, pairs in tables
-    )
+@given(toml_documents(_HEADERS, _KEYS, _VALUES))
+def test_random_toml_documents_raise_only_scenario_error(text: str) -> None:
     _parse_or_scenario_error(text)
 
 
