@@ -131,3 +131,22 @@ def shared_handler() -> CommandHandler:
 def test_any_payload_gets_exactly_one_valid_reply(payload: bytes) -> None:
     reply = reply_of(shared_handler(), payload, 1.0)
     assert not reply.ok
+
+
+def test_telemetry_and_status_encode_and_describe_the_camera(rig: Rig) -> None:
+    from device.telemetry import status, telemetry
+    from protocol.messages import Status, Telemetry, UploadQueue, encode_message
+
+    camera = rig.at(10.0)
+    camera.activate(BUTTON, 10.0)
+    camera.set_mode("mute", 11.0, enabled=True, source="button")
+    message = telemetry(
+        camera, 12.0, upload=UploadQueue(pending_segments=2, pending_bytes=10), segments=1
+    )
+    decoded = decode_message(encode_message(message))
+    assert isinstance(decoded, Telemetry)
+    assert (decoded.state, decoded.modes) == ("recording", ("mute",))
+    assert decoded.recording == camera.recording.recording_id  # type: ignore[union-attr]
+    assert decoded.upload.pending_segments == 2
+    will = status(camera, 12.0, online=False, reason="connection_lost", boot_id="b-1")
+    assert isinstance(decode_message(encode_message(will)), Status)
