@@ -8,7 +8,8 @@ packets. The same scenario file and seed give a byte-identical data directory an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -82,16 +83,35 @@ class ActivitySpan:
 
 
 class ScenarioRun:
-    """One scenario executing against one data directory."""
+    """One scenario executing against one data directory.
 
-    def __init__(self, scenario: Scenario, out: Path) -> None:
-        _require_empty(out)
+    ``run`` plays it in virtual time, as fast as the CPU allows. A live driver (``bwc-sim run``)
+    calls ``advance_to`` with the time its clock reads, then ``finish``; ``fresh=False`` lets it
+    continue a data directory a previous run left (a restarted daemon), and ``durability``
+    overrides the scenario's (a live camera syncs like a real one).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        out: Path,
+        *,
+        fresh: bool = True,
+        durability: Durability | None = None,
+        epoch_utc: datetime | None = None,
+    ) -> None:
+        if fresh:
+            _require_empty(out)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+        if durability is not None:
+            scenario = replace(scenario, policy=replace(scenario.policy, durability=durability))
         self.scenario = scenario
         self.out = out
         self.stats = RunStats()
         device = scenario.device
         self.identity = DeviceIdentity.load_or_create(out, device.id, seed=device.seed)
-        self.clock = DeviceClock(device.epoch_utc, 0.0, device.clock_source)
+        self.clock = DeviceClock(epoch_utc or device.epoch_utc, 0.0, device.clock_source)
         self.battery = Battery(scenario.battery, 0.0)
         self.camera = self._new_camera(0.0)
         self.hub = SensorHub(self.camera, scenario.rules)
@@ -100,6 +120,7 @@ class ScenarioRun:
         self.activities: list[ActivitySpan] = []
         self._sensor_actions = 0
         self.uplink = UplinkModel()
+        self._next_entry = 0
 
     def _new_camera(self, now: float) -> Camera:
         policy = self.scenario.policy
@@ -137,15 +158,43 @@ class ScenarioRun:
         """Play the timeline to the end; a camera still on at the end is switched off cleanly."""
         duration = self.scenario.duration_s
         for entry in self.scenario.timeline:
-            self._advance(entry.at_s)
-            self._apply(entry)
+            self.advance_to(entry.at_s)
             if progress is not None:
                 progress(entry.at_s, duration)
-        self._advance(duration)
-        self.camera.power_off(duration, "scenario ended")
-        self.camera.audit.close()
+        self.finish()
         if progress is not None:
             progress(duration, duration)
+
+    @property
+    def done(self) -> bool:
+        """Whether the timeline has been played to its end (``finish`` may still be due)."""
+        return self._next_entry >= len(self.scenario.timeline)
+
+    def next_time(self) -> float | None:
+        """When anything happens next: a timeline entry, a sensor input or a camera deadline."""
+        times = [self._next_due()]
+        if not self.done:
+            times.append(self.scenario.timeline[self._next_entry].at_s)
+        return min((t for t in times if t is not None), default=None)
+
+    def advance_to(self, until: float) -> None:
+        """Play everything due up to ``until``: timeline entries (in order), inputs, media."""
+        timeline = self.scenario.timeline
+        until = min(until, self.scenario.duration_s)
+        while self._next_entry < len(timeline) and timeline[self._next_entry].at_s <= until:
+            entry = timeline[self._next_entry]
+            self._advance(entry.at_s)
+            self._next_entry += 1
+            self._apply(entry)
+        self._advance(until)
+
+    def finish(self) -> None:
+        """Play to the scenario's end and switch the camera off cleanly."""
+        duration = self.scenario.duration_s
+        self.advance_to(duration)
+        self._next_entry = len(self.scenario.timeline)
+        self.camera.power_off(duration, "scenario ended")
+        self.camera.audit.close()
 
     def _advance(self, until: float) -> None:
         """Feed media, raw sensor inputs and the camera's deadlines up to ``until``, in order."""
