@@ -1,0 +1,232 @@
+"""The boundary with aiomqtt 2.5 / paho 2.x: one client class and the translation of their errors.
+
+``DeviceClient`` is an ``aiomqtt.Client`` that adds three things aiomqtt 2.5 does not expose:
+
+* the CONNACK: ``session_present`` and the broker's ``MaximumPacketSize`` (MQTT 5 only);
+* publishes that fail fast when the connection drops (aiomqtt's own ``publish`` keeps waiting for
+  a PUBACK until its timeout even after the socket is gone);
+* MQTT 5 PUBACK reason codes: a broker refusing a message (0x80 and above) raises
+  ``PublishRejected`` instead of passing for success.
+
+It does so by overriding aiomqtt's paho callbacks (``_on_connect``, ``_on_disconnect``,
+``_on_publish``), each of which still calls aiomqtt's own. These are private to aiomqtt, so the
+dependency is pinned to ``aiomqtt>=2.5,<3`` and ``tests/test_mqtt_link.py`` covers every one of them
+against a real mosquitto. Nothing outside ``device.mqtt`` sees an aiomqtt or paho type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Self
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from device.mqtt.errors import (
+    ConnectFailed,
+    LinkDown,
+    PublishInterrupted,
+    PublishRejected,
+    PublishTimeout,
+)
+from device.mqtt.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Connack:
+    """What the broker said when it accepted the connection."""
+
+    session_present: bool
+    max_packet_size: int | None
+    """The broker's MaximumPacketSize (MQTT 5 CONNACK property); ``None``: no limit announced."""
+
+
+def publish_packet_size(topic: str, payload_len: int, *, qos: int, mqtt5: bool) -> int:
+    """Bytes on the wire of a PUBLISH with no properties: what a broker's packet limit counts."""
+    remaining = 2 + len(topic.encode("utf-8")) + (2 if qos > 0 else 0) + (1 if mqtt5 else 0)
+    remaining += payload_len
+    varint = 1
+    while remaining >= 128**varint:
+        varint += 1
+    return 1 + varint + remaining
+
+
+def _reason_value(code: ReasonCode | int) -> int:
+    return code.value if isinstance(code, ReasonCode) else int(code)
+
+
+class DeviceClient(aiomqtt.Client):
+    """aiomqtt's client plus CONNACK details, fail-fast publishes and PUBACK reason codes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connack: Connack | None = None
+        self._acks: dict[int, asyncio.Future[None]] = {}
+
+    async def __aenter__(self) -> Self:
+        # aiomqtt 2.5 leaves ``_connected`` resolved after a connection is lost (its __aexit__
+        # returns early), so the next __aenter__ would not wait for the CONNACK and a refusal
+        # would go unseen (aiomqtt issue #288). Start each connection with a fresh future.
+        if self._connected.done() and not self._lock.locked():
+            self._connected = asyncio.get_running_loop().create_future()
+        return await super().__aenter__()
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        size = getattr(properties, "MaximumPacketSize", None) if properties else None
+        self.connack = Connack(
+            session_present=bool(flags.session_present),
+            max_packet_size=int(size) if size is not None else None,
+        )
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        self.fail_pending(f"connection lost ({reason_code})")
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            if _reason_value(reason_code) >= 0x80:
+                fut.set_exception(PublishRejected(f"broker refused the message: {reason_code}"))
+            else:
+                fut.set_result(None)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def fail_pending(self, why: str) -> None:
+        """Wake every publish waiting for an acknowledgement with ``PublishInterrupted``."""
+        acks, self._acks = self._acks, {}
+        for mid, fut in acks.items():
+            self._forget(mid, live=False)
+            if not fut.done():
+                fut.set_exception(PublishInterrupted(f"{why}; the message may still be delivered"))
+
+    def _forget(self, mid: int, *, live: bool) -> None:
+        """Stop paho from resending message ``mid`` on a later connection.
+
+        Our callers own retries (the journal replays, the uploader resends), and a message the
+        broker cannot take (over an unannounced size limit: mosquitto then drops the connection)
+        would otherwise be resent at every reconnect, killing each new connection. ``live``: the
+        connection is up, so free the in-flight slot now (on a reconnect paho recounts them).
+        """
+        client = self._client
+        with client._out_message_mutex:
+            message = client._out_messages.pop(mid, None)
+            if live and message is not None and message.state == paho.mqtt_ms_wait_for_puback:
+                client._inflight_messages -= 1
+                client._update_inflight()
+
+    async def publish_acked(
+        self, topic: str, payload: bytes, *, qos: int, retain: bool, timeout_s: float
+    ) -> None:
+        """Publish and wait for the PUBACK (QoS 1/2) or the write (QoS 0), in typed errors."""
+        try:
+            info = self._client.publish(topic, payload, qos, retain)
+        except ValueError as exc:
+            raise PublishRejected(f"cannot publish to {topic!r}: {exc}") from exc
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise LinkDown(f"publish to {topic!r} not sent: {paho.error_string(info.rc)}")
+        if info.is_published():
+            return
+        # No await between paho's publish and this registration, and paho only reads PUBACKs
+        # from a later event-loop callback: the waiter is in place before any answer can arrive.
+        fut = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = fut
+        try:
+            async with asyncio.timeout(timeout_s):
+                await fut
+        except TimeoutError:
+            self._forget(info.mid, live=True)
+            raise PublishTimeout(
+                f"no acknowledgement for {topic!r} in {timeout_s} s; unknown: it may still be "
+                "delivered (a message over the broker's packet limit also ends this way)"
+            ) from None
+        finally:
+            self._acks.pop(info.mid, None)
+
+
+def make_client(
+    settings: BrokerSettings,
+    *,
+    client_id: str,
+    will_topic: str,
+    will_payload: bytes,
+    max_inflight: int,
+) -> DeviceClient:
+    """A client set up for a persistent session, with the retained QoS 1 Last Will.
+
+    MQTT 5: clean start off on every connect (aiomqtt's default cleans the first one, which
+    would wipe the session at each boot) and a session expiry interval. MQTT 3.1.1: clean
+    session off. No socket options: never a small send buffer.
+    """
+    kwargs: dict[str, Any] = {}
+    if settings.protocol == "5":
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = settings.session_expiry_s
+        kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+    else:
+        kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+    if settings.tls:
+        ca = None if settings.ca_file is None else str(settings.ca_file)
+        kwargs["tls_params"] = aiomqtt.TLSParameters(ca_certs=ca)
+    return DeviceClient(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.password,
+        identifier=client_id,
+        will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
+        keepalive=settings.keepalive_s,
+        timeout=settings.connect_timeout_s,
+        max_inflight_messages=max_inflight,
+        logger=log,
+        **kwargs,
+    )
+
+
+@contextlib.asynccontextmanager
+async def translated_connect(client: DeviceClient) -> AsyncIterator[DeviceClient]:
+    """Enter ``client`` (connect), turning aiomqtt's connect errors into ``ConnectFailed``."""
+    try:
+        await client.__aenter__()
+    except MqttConnectError as exc:
+        raise ConnectFailed(f"broker refused the connection: {exc}", refused=True) from exc
+    except aiomqtt.MqttError as exc:
+        raise ConnectFailed(f"cannot connect: {exc}") from exc
+    try:
+        yield client
+    finally:
+        try:
+            await client.__aexit__(None, None, None)
+        except aiomqtt.MqttError as exc:
+            log.info("disconnect was not clean: %s", exc)

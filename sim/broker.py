@@ -1,0 +1,252 @@
+"""A private MQTT broker for tests and demos: mosquitto when installed, else amqtt in-process.
+
+``PrivateBroker`` is an async context manager. Entering it picks a free port on 127.0.0.1 and
+starts the broker with persistence on, so ``stop()`` followed by ``start()`` brings back the
+same broker (same port, same persistence file, queued messages for persistent sessions intact).
+``kill()`` sends SIGKILL to mosquitto, the way a crash or power loss would end it.
+
+mosquitto runs as a child process with a generated config (anonymous access, a large queue,
+no message size limit). When ``shutil.which("mosquitto")`` finds nothing and mosquitto was not
+demanded, the pure-Python ``amqtt`` broker (optional extra ``embedded-broker``) runs in this
+event loop instead, with a warning: it is slower and its MQTT 5 support is partial.
+
+Readiness is checked by polling the port with a deadline, never by sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import importlib
+import logging
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from protocol.errors import BwcError
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["mosquitto", "amqtt"]
+
+_HOST = "127.0.0.1"
+
+
+class BrokerError(BwcError):
+    """The private broker could not be started or stopped (the environment's fault)."""
+
+
+def free_port(host: str = _HOST) -> int:
+    """Return a TCP port on ``host`` that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_for_port(host: str, port: int, *, timeout_s: float) -> None:
+    """Poll until ``host:port`` accepts a TCP connection; ``BrokerError`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: OSError | None = None
+    while loop.time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            last = exc
+            await asyncio.sleep(0.01)  # a poll interval, not a guess at readiness
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise BrokerError(
+        f"broker on {host}:{port} did not accept connections in {timeout_s} s: {last}"
+    )
+
+
+def mosquitto_config(
+    port: int, data_dir: Path, *, persistence: bool = True, extra: Sequence[str] = ()
+) -> str:
+    """The mosquitto 2.x config text for a private anonymous broker on ``port``.
+
+    ``extra`` lines are appended (e.g. ``max_packet_size 4096`` to test a broker's limit).
+    """
+    return "\n".join(
+        [
+            f"listener {port} {_HOST}",
+            "allow_anonymous true",
+            # As root, mosquitto drops to user "mosquitto", which cannot write our temp dir.
+            f"user {getpass.getuser()}",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {data_dir}/",
+            "persistence_file broker.db",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",  # no message_size_limit: deprecated, and 0 by default
+            "log_type error",
+            "log_type warning",
+            "log_dest stderr",
+            *extra,
+            "",
+        ]
+    )
+
+
+class PrivateBroker:
+    """A broker on a free 127.0.0.1 port that lives for one ``async with`` block.
+
+    ``kind`` forces a backend; ``None`` picks mosquitto when installed, else amqtt.
+    ``persistence=False`` makes a restart lose every session (to test re-subscription);
+    ``extra_config`` lines go into mosquitto's config as they are.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: BrokerKind | None = None,
+        data_dir: Path | None = None,
+        start_timeout_s: float = 10.0,
+        persistence: bool = True,
+        extra_config: Sequence[str] = (),
+    ) -> None:
+        if kind is None:
+            kind = "mosquitto" if shutil.which("mosquitto") else "amqtt"
+        self.kind: BrokerKind = kind
+        self.port = free_port()
+        self._start_timeout_s = start_timeout_s
+        self._persistence = persistence
+        self._extra_config = tuple(extra_config)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._data_dir = data_dir
+        self._proc: asyncio.subprocess.Process | None = None
+        self._amqtt: Any = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:<port>``, ready for ``device.mqtt.parse_broker_url``."""
+        return f"mqtt://{_HOST}:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """The address the broker listens on."""
+        return _HOST
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker is currently started."""
+        return self._proc is not None or self._amqtt is not None
+
+    async def __aenter__(self) -> Self:
+        if self._data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bwc-broker-")
+            self._data_dir = Path(self._tmp.name)
+        try:
+            await self.start()
+        except BaseException:
+            self._cleanup_tmp()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.stop()
+        finally:
+            self._cleanup_tmp()
+
+    def _cleanup_tmp(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def start(self) -> None:
+        """Start (or restart) the broker on the same port with the same persistence file."""
+        if self.running:
+            raise BrokerError("broker already running")
+        if self._data_dir is None:
+            raise BrokerError("use PrivateBroker as an async context manager")
+        if self.kind == "mosquitto":
+            await self._start_mosquitto(self._data_dir)
+        else:
+            await self._start_amqtt()
+        await wait_for_port(_HOST, self.port, timeout_s=self._start_timeout_s)
+
+    async def stop(self) -> None:
+        """Stop the broker gracefully (mosquitto saves its persistence file on SIGTERM)."""
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await self._reap(proc)
+        if self._amqtt is not None:
+            broker, self._amqtt = self._amqtt, None
+            await broker.shutdown()
+
+    async def kill(self) -> None:
+        """End the broker abruptly (SIGKILL for mosquitto; amqtt can only shut down)."""
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            if proc.returncode is None:
+                proc.kill()
+            await self._reap(proc)
+        else:
+            await self.stop()
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            async with asyncio.timeout(self._start_timeout_s):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def _start_mosquitto(self, data_dir: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise BrokerError("mosquitto is not installed")
+        conf = data_dir / "mosquitto.conf"
+        text = mosquitto_config(
+            self.port, data_dir, persistence=self._persistence, extra=self._extra_config
+        )
+        conf.write_text(text, encoding="utf-8")
+        self._proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-c",
+            str(conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=None,
+        )
+
+    async def _start_amqtt(self) -> None:
+        log.warning(
+            "mosquitto not found: using the embedded amqtt broker (slower, partial MQTT 5, "
+            "no persistence across restarts); install mosquitto for realistic runs"
+        )
+        try:
+            amqtt_broker = importlib.import_module("amqtt.broker")  # optional extra, lazily
+        except ImportError as exc:
+            raise BrokerError(
+                "neither mosquitto nor amqtt is available: install mosquitto, "
+                "or pip install 'bwc-sim[embedded-broker]'"
+            ) from exc
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{_HOST}:{self.port}"}},
+            "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+            "topic-check": {"enabled": False},
+        }
+        broker = amqtt_broker.Broker(config)
+        await broker.start()
+        self._amqtt = broker
