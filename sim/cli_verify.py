@@ -1,5 +1,8 @@
 """``bwc-sim verify DIR``: check a device's evidence store and name the first thing that is wrong.
 
+DIR may also be an evidence receiver's store (``bwc-sim receiver --store``): then every device's
+segments are checked against its keys in the store's ``trust/`` (docs/receiver.md).
+
 Checks, in order: ``device.json`` (the device and its key), the hash-chained ``audit.log`` with its
 signed checkpoints, then every recording and segment (manifest present, signature, names, size,
 SHA-256, a strict read of every record, the METADATA record). By default the key in
@@ -27,6 +30,12 @@ from device.segmentverify import parse_public_key
 from device.signing import TrustStore
 from device.verify import ProgressFn, verify_store
 from device.verifyreport import Trust, VerifyReport
+from sim.receiver.verify import (
+    STORE_KIND_RECEIVER,
+    is_receiver_store,
+    report_lines,
+    verify_receiver_store,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,14 +69,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         public_key = None if args.public_key is None else parse_public_key(args.public_key)
         trust_store = None if args.trust is None else _trust_store(args.trust)
-        with _progress_bar(console, enabled=not args.json) as on_progress:
-            report = verify_store(
-                args.dir,
-                public_key=public_key,
-                trust_store=trust_store,
-                all_faults=args.all_faults,
-                on_progress=on_progress,
+        if is_receiver_store(args.dir):
+            report = verify_receiver_store(
+                args.dir, public_key=public_key, trust_store=trust_store, all_faults=args.all_faults
             )
+        else:
+            with _progress_bar(console, enabled=not args.json) as on_progress:
+                report = verify_store(
+                    args.dir,
+                    public_key=public_key,
+                    trust_store=trust_store,
+                    all_faults=args.all_faults,
+                    on_progress=on_progress,
+                )
     except (ConfigError, StorageError) as exc:
         print(f"bwc-sim verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,7 +120,8 @@ def _progress_bar(console: Console, *, enabled: bool) -> Iterator[ProgressFn]:
 
 
 def _print_human(console: Console, report: VerifyReport, *, all_faults: bool) -> None:
-    for line in report.lines():
+    lines = report_lines(report) if report.store == STORE_KIND_RECEIVER else report.lines()
+    for line in lines:
         # Paths may hold brackets: print them as text, never as rich markup.
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     hints = []

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -175,6 +176,9 @@ class DeviceClient(aiomqtt.Client):
             self._acks.pop(info.mid, None)
 
 
+NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
 def make_client(
     settings: BrokerSettings,
     *,
@@ -187,7 +191,9 @@ def make_client(
 
     MQTT 5: clean start off on every connect (aiomqtt's default cleans the first one, which
     would wipe the session at each boot) and a session expiry interval. MQTT 3.1.1: clean
-    session off. No socket options: never a small send buffer.
+    session off. The one socket option is ``TCP_NODELAY``: without it each small upload ack
+    waited behind a delayed TCP ACK (about 18 ms a chunk; 64 KiB chunks ran at 3 MB/s instead of
+    23). Never a small send buffer.
     """
     kwargs: dict[str, Any] = {}
     if settings.protocol == "5":
@@ -209,6 +215,7 @@ def make_client(
         keepalive=settings.keepalive_s,
         timeout=settings.connect_timeout_s,
         max_inflight_messages=max_inflight,
+        socket_options=NO_DELAY,
         logger=log,
         **kwargs,
     )

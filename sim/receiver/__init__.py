@@ -1,0 +1,23 @@
+"""The evidence receiver: stores and verifies resumable uploads from any number of cameras.
+
+``core.EvidenceReceiver`` is the logic (MQTT messages in, acks out, files on disk), ``store`` the
+directory layout, ``trust`` the key trust policies, ``service`` the asyncio MQTT shell, ``verify``
+the ``bwc-sim verify`` checks of a receiver store. docs/receiver.md describes them.
+"""
+
+from sim.receiver.core import CODE_CONFLICT, EvidenceReceiver, EvidenceReceiverConfig
+from sim.receiver.service import BrokerConfig, ReceiverService
+from sim.receiver.store import Receipt, ReceiverStore
+from sim.receiver.trust import TrustMode, TrustPolicy
+
+__all__ = [
+    "CODE_CONFLICT",
+    "BrokerConfig",
+    "EvidenceReceiver",
+    "EvidenceReceiverConfig",
+    "Receipt",
+    "ReceiverService",
+    "ReceiverStore",
+    "TrustMode",
+    "TrustPolicy",
+]
