@@ -221,14 +221,17 @@ class PrivateBroker:
             self.port, data_dir, persistence=self._persistence, extra=self._extra_config
         )
         conf.write_text(text, encoding="utf-8")
-        self._proc = await asyncio.create_subprocess_exec(
-            binary,
-            "-c",
-            str(conf),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=None,
-        )
+        # The broker's own messages (errors, warnings, "should not be run as root") go to a log
+        # in its directory rather than over the user's terminal.
+        with (data_dir / "mosquitto.log").open("ab") as log_file:
+            self._proc = await asyncio.create_subprocess_exec(
+                binary,
+                "-c",
+                str(conf),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_file,
+            )
 
     async def _start_amqtt(self) -> None:
         log.warning(

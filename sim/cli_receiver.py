@@ -28,10 +28,11 @@ from typing import Any
 import msgspec
 
 from device.errors import ConfigError, StorageError
+from device.mqtt.settings import parse_broker_url
 from protocol.errors import LocalProtocolError
 from protocol.topics import DEFAULT_PREFIX, Topics
 from sim.receiver.core import EvidenceReceiver
-from sim.receiver.service import DEFAULT_CLIENT_ID, BrokerConfig, ReceiverService
+from sim.receiver.service import DEFAULT_CLIENT_ID, ReceiverService
 from sim.receiver.store import Receipt, ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy, present_all
 
@@ -63,6 +64,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--password", help=f"broker password (better: the {PASSWORD_ENV} variable)")
     parser.add_argument("--ca-file", type=Path, help="CA certificates for mqtts:// (PEM)")
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="MQTT client ID (fixed)")
+    parser.add_argument("--mqtt", choices=["5", "3.1.1"], default="5", help="MQTT version")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: bwc)")
     parser.add_argument("--json", action="store_true", help="print each receipt as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
@@ -91,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> ReceiverService:
     if args.ca_file is not None and not args.ca_file.is_file():
         raise ConfigError(f"--ca-file {args.ca_file}: no such file")
-    broker = BrokerConfig.from_url(
+    broker = parse_broker_url(
         args.broker,
         username=args.username,
         password=args.password or os.environ.get(PASSWORD_ENV),
-        ca_file=None if args.ca_file is None else str(args.ca_file),
-        client_id=args.client_id,
+        ca_file=args.ca_file,
+        protocol=args.mqtt,
     )
     topics = Topics(args.prefix)
     store = ReceiverStore(args.store)
@@ -105,7 +107,7 @@ def _build(args: argparse.Namespace) -> ReceiverService:
         logging.getLogger(__name__).info("trusting key %s for %s", key_id, device)
     on_verified = _print_receipt if args.json else None
     core = EvidenceReceiver(store, trust, topics=topics, on_verified=on_verified)
-    return ReceiverService(core, broker)
+    return ReceiverService(core, broker, client_id=args.client_id)
 
 
 def _print_receipt(receipt: Receipt) -> None:
@@ -122,7 +124,7 @@ async def _serve(service: ReceiverService, store: Path) -> None:
         group.create_task(service.run())
         await service.connected.wait()
         print(
-            f"bwc-sim receiver: serving {broker.host}:{broker.port} as {broker.client_id}, "
+            f"bwc-sim receiver: serving {broker.host}:{broker.port} as {service.client_id}, "
             f"store {store}",
             file=sys.stderr,
             flush=True,

@@ -8,6 +8,7 @@ same report, byte for byte.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,23 @@ from typing import Any
 from device.packets import Stream
 from device.recordfile import SegmentReader
 from device.recordformat import RecordType
-from device.store import ClosedSegment, EvidenceStore
+from device.store import ClosedSegment
 from sim.audit_digest import AuditDigest, read_audit
 from sim.compliance import RecordingFacts, Situation, check, first_triggers
 from sim.runner import ScenarioRun
 
 
-def build_report(run: ScenarioRun) -> dict[str, Any]:
-    """The JSON report of a finished run."""
+def build_report(
+    run: ScenarioRun, segments: Iterable[ClosedSegment] | None = None
+) -> dict[str, Any]:
+    """The JSON report of a finished run.
+
+    ``segments``: where the evidence is now (a receiver's copy, once the device has deleted its
+    own after verification); by default the device's store.
+    """
     scenario = run.scenario
-    recordings = _recordings(run.camera.store)
+    stored = run.camera.store.closed_segments() if segments is None else segments
+    recordings = _recordings(stored)
     audit = read_audit(run.out / "audit.log")
     facts = [_facts(item, audit, run) for item in recordings]
     activities = first_triggers(
@@ -90,9 +98,9 @@ def _facts(item: dict[str, Any], audit: AuditDigest, run: ScenarioRun) -> Record
     )
 
 
-def _recordings(store: EvidenceStore) -> list[dict[str, Any]]:
+def _recordings(segments: Iterable[ClosedSegment]) -> list[dict[str, Any]]:
     by_recording: dict[str, list[ClosedSegment]] = defaultdict(list)
-    for segment in store.closed_segments():
+    for segment in segments:
         by_recording[segment.manifest.recording].append(segment)
     return [_recording(rec_id, segments) for rec_id, segments in sorted(by_recording.items())]
 
@@ -131,6 +139,8 @@ def _recording(recording_id: str, segments: list[ClosedSegment]) -> dict[str, An
 
 def starts_on_keyframe(segment: Path) -> bool:
     """Whether the first video packet of a segment is a keyframe (False if it has no video)."""
+    if not segment.exists():
+        return False
     with SegmentReader(segment, strict=False, with_payload=False) as reader:
         for record in reader:
             media = record.info.media

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from device.mqtt.settings import Backoff, parse_broker_url
 from protocol.upload import Ack, SenderConfig, UploadResult
 from sim.broker import PrivateBroker
 from sim.receiver.core import EvidenceReceiver
-from sim.receiver.service import BrokerConfig, ReceiverService
+from sim.receiver.service import ReceiverService
 from sim.receiver.store import ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy
 from sim.receiver.verify import verify_receiver_store
@@ -35,7 +36,7 @@ READY_TIMEOUT_S = 10.0
 async def receiver_service(store_dir: Path, url: str) -> AsyncIterator[ReceiverService]:
     store = ReceiverStore(store_dir)
     core = EvidenceReceiver(store, TrustPolicy(store.trust, TrustMode.TOFU))
-    broker = BrokerConfig.from_url(url, backoff_initial_s=0.05, backoff_max_s=0.2)
+    broker = parse_broker_url(url, backoff=Backoff(base_s=0.05, cap_s=0.2))
     service = ReceiverService(core, broker)
     task = asyncio.create_task(service.run())
     try:

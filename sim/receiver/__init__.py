@@ -6,13 +6,12 @@ the ``bwc-sim verify`` checks of a receiver store. docs/receiver.md describes th
 """
 
 from sim.receiver.core import CODE_CONFLICT, EvidenceReceiver, EvidenceReceiverConfig
-from sim.receiver.service import BrokerConfig, ReceiverService
+from sim.receiver.service import ReceiverService
 from sim.receiver.store import Receipt, ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy
 
 __all__ = [
     "CODE_CONFLICT",
-    "BrokerConfig",
     "EvidenceReceiver",
     "EvidenceReceiverConfig",
     "Receipt",

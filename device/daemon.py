@@ -1,0 +1,371 @@
+"""The connected camera: the camera core in real time, joined to MQTT by a few small tasks.
+
+One loop owns the camera: it reads the clock, lets the driver (the simulated world, a scenario, or
+bench hardware) move media and inputs up to now, and moves what the camera produced into the
+journal and the upload manager. Around it, in one ``TaskGroup``:
+
+- the MQTT link (``device.mqtt.MqttLink``): persistent session, Last Will, reconnects;
+- the publisher: every event, reply and broadcast goes through the on-disk journal first and is
+  published in order once connected, so nothing made offline is lost and a crash replays it;
+- the uploader: the upload manager's offers and chunks, flow-controlled by the receiver's acks;
+- the receiver of incoming messages: commands (one reply each), upload acks, group broadcasts.
+  Nothing a peer sends can stop the daemon: every message is handled inside a guard that logs.
+
+Time: the camera's ``now`` is the loop clock since start, times ``speed`` (a scenario played N
+times faster); nothing reads the wall clock here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from device.camera import Camera
+from device.commands import CommandHandler
+from device.journal import EventJournal
+from device.mqtt.errors import LinkDown, MqttLinkError, PublishUncertain
+from device.mqtt.link import LinkMessage, MqttLink
+from device.telemetry import telemetry
+from device.triggers import TriggerEvent
+from device.uploads import UploadManager, UploadProgress
+from protocol.common import Trigger
+from protocol.errors import DecodeError
+from protocol.messages import (
+    PeerActivation,
+    PeerDeactivation,
+    decode_for_channel,
+    encode_message,
+)
+from protocol.publish import Publish
+from protocol.topics import DeviceChannel, DeviceTopic, GroupChannel, Topics
+
+log = logging.getLogger(__name__)
+
+TICK_S: Final = 0.05
+"""Longest the loop sleeps (real seconds): media is fed at least this often."""
+EARTH_RADIUS_M: Final = 6_371_000.0
+
+
+class Driver(Protocol):
+    """What moves the camera's world forward: media, inputs, a scenario's timeline."""
+
+    def advance_to(self, until: float) -> None:
+        """Play everything due up to ``until`` (camera seconds), camera deadlines included."""
+
+    def next_time(self) -> float | None:
+        """When something is due next, or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """How the daemon runs. ``group``: the camera's group for peer activation (None: none)."""
+
+    telemetry_interval_s: float = 10.0
+    group: str | None = None
+    authorized: frozenset[str] | None = None
+    speed: float = 1.0
+    topics: Topics = field(default_factory=Topics)
+
+
+class Daemon:
+    """Runs one camera on a real clock until ``stop`` is set; see the module docstring."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        *,
+        driver: Driver,
+        link: MqttLink,
+        journal: EventJournal,
+        uploads: UploadManager,
+        config: DaemonConfig,
+    ) -> None:
+        self.camera = camera
+        self.driver = driver
+        self.link = link
+        self.journal = journal
+        self.uploads = uploads
+        self.config = config
+        self.commands = CommandHandler(camera, utc=camera.clock.utc, authorized=config.authorized)
+        topics, device = config.topics, camera.device_id
+        self._event_topic = topics.device(device, DeviceChannel.EVENT)
+        self._reply_topic = topics.device(device, DeviceChannel.REPLY)
+        self._telemetry_topic = topics.device(device, DeviceChannel.TELEMETRY)
+        self._peer_topic = (
+            None if config.group is None else topics.group(config.group, GroupChannel.PEER)
+        )
+        self._journal_changed = asyncio.Event()
+        self._uploads_changed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._t0 = 0.0
+        self._next_telemetry = 0.0
+        self._last_refresh = -math.inf
+        self._telemetry: bytes | None = None
+        self.counters: dict[str, int] = {"commands": 0, "peer_messages": 0, "bad_messages": 0}
+
+    @staticmethod
+    def subscriptions(camera_id: str, config: DaemonConfig) -> list[str]:
+        """The topic filters the link must subscribe to for this camera."""
+        topics = config.topics
+        subs = [
+            topics.device(camera_id, DeviceChannel.COMMAND),
+            topics.device(camera_id, DeviceChannel.UPLOAD_ACK),
+        ]
+        if config.group is not None:
+            subs += [
+                topics.group(config.group, GroupChannel.PEER),
+                topics.group(config.group, GroupChannel.COMMAND),
+            ]
+        return subs
+
+    def now(self) -> float:
+        """The camera's clock: loop seconds since start, times ``speed``."""
+        return (asyncio.get_running_loop().time() - self._t0) * self.config.speed
+
+    def progress(self) -> UploadProgress:
+        """The upload manager's progress."""
+        return self.uploads.progress()
+
+    async def run(self, stop: asyncio.Event, *, finished: Callable[[], bool] | None = None) -> None:
+        """Run until ``stop`` is set (or ``finished()`` returns true), then shut down cleanly."""
+        self._t0 = asyncio.get_running_loop().time()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.link.run())
+            workers = [
+                tasks.create_task(self._watch_link()),
+                tasks.create_task(self._publisher()),
+                tasks.create_task(self._uploader()),
+                tasks.create_task(self._receiver()),
+            ]
+            try:
+                await self._main(stop, finished)
+            finally:
+                await self._flush_journal_briefly()
+                for worker in workers:
+                    worker.cancel()
+                await self.link.close()
+                self.journal.close()
+
+    # -- the camera loop ------------------------------------------------------------------------
+
+    async def _main(self, stop: asyncio.Event, finished: Callable[[], bool] | None) -> None:
+        while not stop.is_set():
+            now = self.now()
+            self.driver.advance_to(now)
+            self._collect(now)
+            if finished is not None and finished():
+                return
+            await self._sleep_until_due(now, stop)
+
+    def _collect(self, now: float) -> None:
+        """Move what the camera produced into the journal and the upload manager."""
+        camera = self.camera
+        for event in camera.outbox.drain():
+            self._journal(self._event_topic, encode_message(event))
+        while camera.outbox.group:
+            message = camera.outbox.group.popleft()
+            if self._peer_topic is not None:
+                self._journal(self._peer_topic, encode_message(message))
+        if now - self._last_refresh >= 1.0:
+            self._last_refresh = now
+            self.uploads.set_critical(camera.critical)
+            self.uploads.refresh(now)
+            self._uploads_changed.set()
+        if now >= self._next_telemetry:
+            self._next_telemetry = now + self.config.telemetry_interval_s
+            self._send_telemetry(now)
+
+    def _journal(self, topic: str, payload: bytes) -> None:
+        self.journal.append(topic, payload)
+        self._journal_changed.set()
+
+    def _send_telemetry(self, now: float) -> None:
+        progress = self.uploads.progress()
+        message = telemetry(
+            self.camera,
+            now,
+            upload=progress.to_message(),
+            segments=progress.queued_segments,
+            counters=self.counters,
+        )
+        # Telemetry is a snapshot: the latest one is published when connected, never queued.
+        self._telemetry = encode_message(message)
+        self._journal_changed.set()
+
+    async def _sleep_until_due(self, now: float, stop: asyncio.Event) -> None:
+        due = [self.driver.next_time(), self.uploads.next_deadline(), self._next_telemetry]
+        target = min((d for d in due if d is not None), default=now + 1.0)
+        wait_s = max(0.0, min(TICK_S, (target - now) / self.config.speed))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await _first(self._wake, stop)
+
+    async def _flush_journal_briefly(self) -> None:
+        """On shutdown, give connected publishing a moment to empty the journal."""
+        self._collect(self.now())
+        if not self.link.connected.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                while self.journal.pending():
+                    self._journal_changed.set()
+                    await asyncio.sleep(0.05)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def _watch_link(self) -> None:
+        while True:
+            await self.link.connected.wait()
+            self.uploads.link_up(self._max_message_size(), self.now())
+            self._uploads_changed.set()
+            self._journal_changed.set()
+            await self.link.disconnected.wait()
+            self.uploads.link_down(self.now())
+
+    def _max_message_size(self) -> int | None:
+        limit = self.link.max_packet_size
+        # Room for the fixed header, topic and MQTT 5 properties of an upload chunk's PUBLISH.
+        return None if limit is None else max(1024, limit - 512)
+
+    async def _publisher(self) -> None:
+        """Publish the journal in order, once connected; mark each published entry."""
+        while True:
+            await self.link.connected.wait()
+            snapshot, self._telemetry = self._telemetry, None
+            if snapshot is not None:
+                with contextlib.suppress(MqttLinkError):
+                    await self.link.publish(self._telemetry_topic, snapshot, qos=0)
+            entries = self.journal.pending()
+            if not entries:
+                self._journal_changed.clear()
+                await self._journal_changed.wait()
+                continue
+            for entry in entries:
+                try:
+                    await self.link.publish(entry.topic, entry.payload, qos=1)
+                except PublishUncertain:
+                    break  # unknown: publish it again (receivers drop duplicates by ID)
+                except MqttLinkError as error:
+                    log.info("journal publish paused: %s", error)
+                    break
+                self.journal.mark_published(entry.seq)
+
+    async def _uploader(self) -> None:
+        """Carry out the upload manager's publishes; wake on acks, link changes and deadlines."""
+        while True:
+            await self.link.connected.wait()
+            now = self.now()
+            self.uploads.handle_timeout(now)
+            publishes = self.uploads.poll(now)
+            if publishes:
+                await asyncio.gather(*(self._publish_upload(p) for p in publishes))
+                continue
+            deadline = self.uploads.next_deadline()
+            wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / self.config.speed)
+            self._uploads_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(wait_s, 1.0)):
+                    await self._uploads_changed.wait()
+
+    async def _publish_upload(self, publish: Publish) -> None:
+        try:
+            await self.link.publish(publish.topic, publish.payload, qos=publish.qos)
+        except PublishUncertain:
+            pass  # may arrive later; the ack timeout resends what the receiver did not commit
+        except LinkDown:
+            pass  # the watcher tells the manager; it re-offers after the reconnect
+        except MqttLinkError as error:
+            log.warning("upload publish refused: %s", error)
+
+    async def _receiver(self) -> None:
+        async for message in self.link.messages():
+            try:
+                self._handle(message)
+            except Exception:  # a supervisor: nothing a peer sends may stop the daemon
+                self.counters["bad_messages"] += 1
+                log.exception("message on %s could not be handled", message.topic)
+
+    def _handle(self, message: LinkMessage) -> None:
+        now = self.now()
+        try:
+            topic = self.config.topics.parse(message.topic)
+        except DecodeError:
+            self.counters["bad_messages"] += 1
+            return
+        if isinstance(topic, DeviceTopic):
+            if topic.device != self.camera.device_id:
+                return  # not ours (amqtt sends retained messages nobody asked for)
+            if topic.channel is DeviceChannel.COMMAND:
+                self._command(message.payload, now)
+            elif topic.channel is DeviceChannel.UPLOAD_ACK:
+                self.uploads.on_message(message.topic, message.payload, now)
+                self._uploads_changed.set()
+            return
+        if topic.group != self.config.group:
+            return
+        if topic.channel is GroupChannel.COMMAND:
+            self._command(message.payload, now)
+        elif topic.channel is GroupChannel.PEER:
+            self._peer(message.payload, now)
+        self._wake.set()
+
+    def _command(self, payload: bytes, now: float) -> None:
+        self.counters["commands"] += 1
+        self._journal(self._reply_topic, self.commands.handle(payload, now))
+        self._wake.set()
+
+    def _peer(self, payload: bytes, now: float) -> None:
+        try:
+            message = decode_for_channel(GroupChannel.PEER, payload)
+        except DecodeError as error:
+            self.counters["bad_messages"] += 1
+            log.info("bad peer message: %s", error)
+            return
+        if not isinstance(message, PeerActivation | PeerDeactivation):
+            return
+        if message.device == self.camera.device_id:
+            return  # our own broadcast
+        self.counters["peer_messages"] += 1
+        if isinstance(message, PeerActivation):
+            distance = _distance_m(self.camera.position, message.position)
+            event = TriggerEvent(
+                kind="peer",
+                source=f"peer:{message.device}",
+                peer=message.device,
+                group_master=message.master,
+                distance_m=distance,
+            )
+            self.camera.trigger(event, now)
+        else:
+            trigger = Trigger(kind="peer", source=f"peer:{message.device}")
+            self.camera.deactivate(trigger, message.reason, now)
+
+
+def _distance_m(
+    here: tuple[float, float] | None, there: tuple[float, float] | None
+) -> float | None:
+    """Great-circle distance between two positions, or None when either is unknown."""
+    if here is None or there is None:
+        return None
+    lat1, lon1, lat2, lon2 = map(math.radians, (*here, *there))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,278 @@
+"""``bwc-sim run``: one connected camera in real time; a private broker and receiver by default.
+
+Without ``--broker`` it starts a private broker (mosquitto on a free port when installed, else the
+pure-Python amqtt in this process, with a warning) and an embedded evidence receiver storing under
+``--store``, so nothing needs setting up. With ``--broker mqtt://host:port`` (or ``mqtts://``) it
+uses that broker and whatever receiver serves it.
+
+``--scenario FILE`` plays a scenario in real time (``--speed N``: N times faster) and exits 0
+once the scenario is over and every recording is verified by the receiver, printing the scenario
+report with an ``uploads`` object (``--json``: one JSON object on stdout). Without ``--scenario``
+the camera buffers until Ctrl-C. Ctrl-C shuts down cleanly: the recording is stopped, segments
+closed, the journal flushed. Exit 1 if some segment was rejected or not verified, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from device.errors import ConfigError, DeviceError
+from device.mqtt.settings import BrokerSettings, parse_broker_url
+from device.store import ClosedSegment, manifest_path, read_signed_manifest
+from device.uploads import UploadConfig
+from sim.broker import PrivateBroker
+from sim.live import LiveCamera, LiveOptions, idle_scenario
+from sim.receiver.core import EvidenceReceiver
+from sim.receiver.service import ReceiverService
+from sim.receiver.store import ReceiverStore
+from sim.receiver.trust import TrustMode, TrustPolicy
+from sim.report import build_report
+from sim.scenario import Scenario, format_time, load_scenario
+
+PASSWORD_ENV = "BWC_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+
+
+def register(commands: Any) -> None:
+    """Add the ``run`` subcommand."""
+    parser = commands.add_parser(
+        "run",
+        help="run one connected camera in real time (private broker and receiver by default)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scenario", type=Path, help="scenario TOML to play (docs/scenarios.md)")
+    parser.add_argument("--speed", type=float, default=1.0, help="play N times faster (default 1)")
+    parser.add_argument("--data-dir", type=Path, help="the camera's data directory")
+    parser.add_argument("--store", type=Path, help="the embedded receiver's store")
+    parser.add_argument("--broker", metavar="URL", help="use this broker: mqtt://host:port")
+    parser.add_argument("--username", help="broker user name")
+    parser.add_argument("--password", help=f"broker password (better: the {PASSWORD_ENV} variable)")
+    parser.add_argument("--ca-file", type=Path, help="CA certificates for mqtts:// (PEM)")
+    parser.add_argument("--mqtt", choices=["5", "3.1.1"], default="5", help="MQTT version")
+    parser.add_argument(
+        "--chunk-size", type=int, help="upload chunk bytes (default: the protocol's)"
+    )
+    parser.add_argument("--bandwidth-mbps", type=float, help="cap the upload (25 = a dock)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the camera; 0 when everything recorded was verified, 1 if not, 2 for bad input."""
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    console = Console(stderr=True)
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else idle_scenario("cam-001", 1)
+        if any(entry.action == "power_loss" for entry in scenario.timeline):
+            raise ConfigError(
+                "power_loss is played in virtual time only (bwc-sim scenario); in real time "
+                "kill the process instead"
+            )
+        if not 0.01 <= args.speed <= 1000:
+            raise ConfigError(f"--speed must be from 0.01 to 1000, got {args.speed}")
+        broker = None if args.broker is None else _broker_settings(args)
+        upload = _upload_config(args)
+    except DeviceError as exc:
+        console.print(f"bwc-sim run: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    data_dir = args.data_dir or _default_dir(scenario.device.id)
+    store = args.store or data_dir.parent / f"{scenario.device.id}-receiver"
+    report: dict[str, Any] = {}
+    with contextlib.suppress(KeyboardInterrupt):
+        report = asyncio.run(
+            _main(
+                args,
+                console,
+                scenario=scenario,
+                data_dir=data_dir,
+                store=store,
+                broker=broker,
+                upload=upload,
+            )
+        )
+    if not report:
+        return 1
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        _print_human(console, report)
+    uploads = report["uploads"]
+    return 0 if uploads["pending"] == 0 and uploads["rejected"] == 0 else 1
+
+
+def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
+    return parse_broker_url(
+        args.broker,
+        username=args.username,
+        password=args.password or os.environ.get(PASSWORD_ENV),
+        ca_file=args.ca_file,
+        protocol=args.mqtt,
+    )
+
+
+def _upload_config(args: argparse.Namespace) -> UploadConfig:
+    options: dict[str, Any] = {}
+    if args.chunk_size is not None:
+        options["chunk_size"] = args.chunk_size
+    if args.bandwidth_mbps is not None:
+        options["bandwidth_bps"] = args.bandwidth_mbps * 1e6
+    return UploadConfig(**options)
+
+
+def _default_dir(device_id: str) -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bwc-sim" / device_id
+
+
+async def _main(
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    scenario: Scenario,
+    data_dir: Path,
+    store: Path,
+    broker: BrokerSettings | None,
+    upload: UploadConfig,
+) -> dict[str, Any]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with _infrastructure(console, broker, store) as (settings, receiver):
+        options = LiveOptions(data_dir=data_dir, broker=settings, speed=args.speed, upload=upload)
+        live = LiveCamera(scenario, options, utc_now=dt.datetime.now(dt.UTC))
+        if receiver is not None:
+            receiver.core.present_key(scenario.device.id, live.run.identity.key.public_bytes())
+        console.print(
+            f"bwc-sim run: {scenario.device.id} on {settings.url}, data {data_dir}"
+            + ("" if receiver is None else f", receiver store {store}"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        with _progress(console, args.json) as progress:
+            watch = loop.create_task(_show(progress, live, scenario))
+            try:
+                await live.play(stop, until_uploaded=args.scenario is not None)
+            finally:
+                watch.cancel()
+    segments = (
+        list(_segments_in(store / "devices" / scenario.device.id))
+        if receiver is not None
+        else list(live.run.camera.store.closed_segments())
+    )
+    report = build_report(live.run, segments)
+    progress_now = live.uploads.progress()
+    report["uploads"] = {
+        "verified": progress_now.verified_segments,
+        "rejected": progress_now.rejected_segments,
+        "pending": progress_now.queued_segments,
+        "bytes": progress_now.verified_bytes,
+    }
+    return report
+
+
+@contextlib.asynccontextmanager
+async def _infrastructure(
+    console: Console, broker: BrokerSettings | None, store: Path
+) -> AsyncIterator[tuple[BrokerSettings, ReceiverService | None]]:
+    """The external broker as given, or a private broker with an embedded receiver."""
+    if broker is not None:
+        yield broker, None
+        return
+    async with PrivateBroker() as private:
+        if private.kind != "mosquitto":
+            console.print(
+                "bwc-sim run: mosquitto is not installed; using the in-process amqtt broker "
+                "(MQTT 3.1.1, slower). Install mosquitto for real-world performance.",
+                markup=False,
+                soft_wrap=True,
+            )
+        settings = parse_broker_url(
+            private.url, protocol="5" if private.kind == "mosquitto" else "3.1.1"
+        )
+        receiver_store = ReceiverStore(store)
+        trust = TrustPolicy(receiver_store.trust, TrustMode.PINNED)
+        service = ReceiverService(EvidenceReceiver(receiver_store, trust), settings)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(service.run())
+            await service.connected.wait()
+            try:
+                yield settings, service
+            finally:
+                task.cancel()
+        service.core.close()
+
+
+def _segments_in(root: Path) -> Iterator[ClosedSegment]:
+    """The closed segments under a device's directory (a receiver store's copy)."""
+    for path in sorted(root.glob("recordings/*/*.bwcseg")):
+        target = manifest_path(path)
+        if target.exists():
+            signed = read_signed_manifest(target)
+            yield ClosedSegment(path, target, signed, signed.decode())
+
+
+@contextlib.contextmanager
+def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as progress:
+        yield progress
+
+
+async def _show(progress: Progress, live: LiveCamera, scenario: Scenario) -> None:
+    clock = progress.add_task("scenario", total=scenario.duration_s)
+    upload = progress.add_task("upload", total=1)
+    while True:
+        now = live.daemon.now()
+        progress.update(
+            clock, completed=min(now, scenario.duration_s), description=format_time(now)
+        )
+        state = live.uploads.progress()
+        total = max(1, state.verified_bytes + state.queued_bytes)
+        progress.update(upload, completed=state.verified_bytes, total=total)
+        await asyncio.sleep(0.25)
+
+
+def _print_human(console: Console, report: dict[str, Any]) -> None:
+    uploads = report["uploads"]
+    for item in report["recordings"]:
+        console.print(
+            f"  {item['id']}: {item['start_utc']} .. {item['stop_utc']}, "
+            f"{item['start_trigger']} -> {item['stop_trigger']}, {len(item['segments'])} segments",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"uploads: {uploads['verified']} verified ({uploads['bytes']:,} bytes), "
+        f"{uploads['rejected']} rejected, {uploads['pending']} pending; "
+        f"{len(report['compliance'])} compliance finding(s)",
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,137 @@
+"""A live camera: the simulated world (a scenario, or an idle shift) on a real clock, connected.
+
+``LiveCamera`` assembles what ``bwc-sim run`` runs: the camera core of a ``ScenarioRun`` played in
+real time (times ``speed``), with real durability, its data directory kept across runs, the event
+journal, the upload manager and the MQTT link, under ``device.daemon.Daemon``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from device.daemon import Daemon, DaemonConfig
+from device.journal import EventJournal
+from device.mqtt.link import MqttLink, Presence
+from device.mqtt.settings import BrokerSettings
+from device.policy import Durability
+from device.telemetry import status
+from device.uploads import UploadConfig, UploadManager
+from protocol.messages import encode_message
+from protocol.topics import DeviceChannel, Topics
+from sim.runner import ScenarioRun
+from sim.scenario import Scenario, parse_scenario
+
+IDLE_SCENARIO: Final = """
+[scenario]
+name = "Idle camera"
+duration = "168:00:00"
+[device]
+id = "{device}"
+seed = {seed}
+[media]
+video = "720p30-low"
+[[timeline]]
+at = 0
+do = "power_on"
+"""
+"""What ``bwc-sim run`` plays without ``--scenario``: a camera switched on, buffering."""
+
+
+def idle_scenario(device_id: str, seed: int) -> Scenario:
+    """A week-long scenario whose only step is switching the camera on."""
+    return parse_scenario(IDLE_SCENARIO.format(device=device_id, seed=seed), "<idle>")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    """How to run a live camera."""
+
+    data_dir: Path
+    broker: BrokerSettings
+    speed: float = 1.0
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    telemetry_interval_s: float = 10.0
+    group: str | None = None
+
+
+class LiveCamera:
+    """One scenario played on the loop's clock, connected through MQTT."""
+
+    def __init__(self, scenario: Scenario, options: LiveOptions, *, utc_now: dt.datetime) -> None:
+        self.options = options
+        self.run = ScenarioRun(
+            scenario,
+            options.data_dir,
+            fresh=False,
+            durability=Durability.RECORD,
+            epoch_utc=utc_now,
+        )
+        camera = self.run.camera
+        device = camera.device_id
+        topics = Topics()
+        boot_id = f"b{int(utc_now.timestamp())}"
+        presence = Presence(
+            topic=topics.device(device, DeviceChannel.STATUS),
+            online=encode_message(
+                status(camera, 0.0, online=True, reason="connected", boot_id=boot_id)
+            ),
+            offline=encode_message(
+                status(camera, 0.0, online=False, reason="connection_lost", boot_id=boot_id)
+            ),
+        )
+        config = DaemonConfig(
+            telemetry_interval_s=options.telemetry_interval_s,
+            group=options.group,
+            speed=options.speed,
+            topics=topics,
+        )
+        (options.data_dir / "journal").mkdir(parents=True, exist_ok=True)
+        self.journal = EventJournal(options.data_dir / "journal" / "events.journal")
+        self.uploads = UploadManager(
+            camera.store,
+            options.data_dir / "uploads",
+            device_id=device,
+            topics=topics,
+            config=options.upload,
+            audit=camera._trail,  # the camera's audit trail records verified uploads
+            rng=random.Random(f"uploads:{device}:{boot_id}"),
+        )
+        self.link = MqttLink(
+            options.broker,
+            client_id=device,
+            presence=presence,
+            rng=random.Random(f"link:{device}:{boot_id}"),
+            subscriptions=Daemon.subscriptions(device, config),
+        )
+        self.daemon = Daemon(
+            camera,
+            driver=self.run,
+            link=self.link,
+            journal=self.journal,
+            uploads=self.uploads,
+            config=config,
+        )
+
+    def all_uploaded(self) -> bool:
+        """The scenario is over and every closed segment is verified (or permanently rejected)."""
+        if not self.run.done or self.run.camera.state.value != "off":
+            return False
+        progress = self.uploads.progress()
+        return progress.queued_segments == 0
+
+    async def play(self, stop: asyncio.Event, *, until_uploaded: bool) -> None:
+        """Run until ``stop`` (with ``until_uploaded``: until the scenario is over and verified)."""
+        finished = None
+        if until_uploaded:
+
+            def finished() -> bool:
+                if self.run.done and self.run.camera.state.value != "off":
+                    self.run.finish()
+                return self.all_uploaded()
+
+        await self.daemon.run(stop, finished=finished)
