@@ -160,6 +160,7 @@ class ActiveRecording:
             stop_reason=reason,
             categories=self.categories,
             case_id=self.case_id,
+            critical=self.critical,
         )
         closed = self._store.close_segment(self._segment, closing)
         self.totals.segments.append(closed)

@@ -61,13 +61,14 @@ class SegmentClosing:
 
     ``stop_trigger``/``stop_reason`` only on a recording's last segment; ``categories`` and
     ``case_id`` replace the ones known at the segment's start (they are often assigned while
-    recording).
+    recording); ``critical`` marks the segment critical even if it was not at its start.
     """
 
     stop_trigger: str | None = None
     stop_reason: str | None = None
     categories: tuple[str, ...] | None = None
     case_id: str | None = None
+    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,7 @@ def build_manifest(start: SegmentStart, end: SegmentEnd, key_id: str) -> Segment
         delivered_pre_roll_s=start.delivered_pre_roll_s,
         categories=start.categories if end.closing.categories is None else end.closing.categories,
         case_id=end.closing.case_id or start.case_id,
-        critical=start.critical,
+        critical=start.critical or end.closing.critical,
         key_id=key_id,
     )
 

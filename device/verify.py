@@ -10,8 +10,9 @@ thing that is wrong, or, with ``all_faults``, the first thing wrong with each fi
 2. ``audit.log``: the hash chain and checkpoint signatures (``verify_audit``); the genesis record
    names this device and key.
 3. Every recording directory, sorted, and every segment index in it from 0 to the highest:
-   segment and manifest both present, then ``verify_segment`` (manifest, signature, names, size,
-   SHA-256, a strict read, the METADATA record).
+   segment and manifest both present (or, for a segment deleted after a verified upload, its
+   receipt in ``uploads/verified/`` with a valid signed manifest), then ``verify_segment``
+   (manifest, signature, names, size, SHA-256, a strict read, the METADATA record).
 
 Damage is reported in the returned ``VerifyReport``, never raised. ``ConfigError`` if the
 directory is not a device's store or the trust options conflict; ``StorageError`` if a file
@@ -26,17 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from device.auditformat import AuditFault, AuditProblem, AuditVerification, verify_audit
 from device.durable import storage_error
 from device.errors import ConfigError, EvidenceError
 from device.identity import IDENTITY_FILE, IdentityDocument, read_identity
 from device.segmentverify import SegmentId, detail, file_size, verify_segment
-from device.signing import PUBLIC_KEY_BYTES, TrustStore
+from device.signing import PUBLIC_KEY_BYTES, TrustStore, verify_signed_manifest
 from device.store import RECORDINGS_DIR, manifest_path, segment_name
+from device.uploads.state import VERIFIED_DIR, Receipt
 from device.verifyreport import STORE_KIND_DEVICE, Fault, Note, Trust, VerifyReport
 from protocol.manifest import key_id_for
 
 AUDIT_FILE: Final = "audit.log"
+UPLOADS_DIR: Final = "uploads"
 
 ProgressFn = Callable[[int, int], None]
 """Called with (bytes of segments checked, bytes of segments in the store)."""
@@ -114,6 +119,7 @@ class _StoreVerifier:
         self.recordings = self.segments = self.bytes = self.audit_records = 0
         self.done = self.total = 0
         self.stopped = False
+        self._uploaded: set[tuple[str, int]] = set()
 
     def run(self, public_key: bytes | None, trust_store: TrustStore | None) -> VerifyReport:
         try:
@@ -267,12 +273,35 @@ class _StoreVerifier:
                 self.note(entry, "is not a recording directory; ignored")
         self.total = sum(file_size(p) for i in inventories for p in i.segments.values())
         self._progress(0)
+        self._uploaded = self._receipts(key)
         for inventory in inventories:
             self._recording(inventory, key)
+
+    def _receipts(self, key: bytes) -> set[tuple[str, int]]:
+        """Segments deleted after a verified upload: their receipts, each signature checked."""
+        uploaded: set[tuple[str, int]] = set()
+        directory = self.root / UPLOADS_DIR / VERIFIED_DIR
+        if not directory.is_dir():
+            return uploaded
+        for path in sorted(directory.glob("*.json")):
+            try:
+                receipt = msgspec.json.decode(path.read_bytes(), type=Receipt)
+                verify_signed_manifest(receipt.signed_manifest, key)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError, EvidenceError) as exc:
+                self.fault(path, f"is not a valid upload receipt: {exc}")
+                continue
+            uploaded.add((receipt.recording, receipt.index))
+        return uploaded
 
     def _recording(self, inventory: _Inventory, key: bytes) -> None:
         self._note_others(inventory.others)
         indexes = inventory.segments.keys() | inventory.manifests.keys()
+        uploaded = sum(1 for rec, _ in self._uploaded if rec == inventory.path.name)
+        if uploaded:
+            self.note(inventory.path, f"{uploaded} segment(s) uploaded, verified and deleted")
+        if not indexes and uploaded:
+            self.recordings += 1
+            return
         if not indexes:
             self.note(
                 inventory.path,
@@ -282,9 +311,11 @@ class _StoreVerifier:
             return
         self.recordings += 1
         expected = 0
+        recording = inventory.path.name
         for index in sorted(indexes):
-            if index > expected:  # one fault for a run of missing indexes, however long
-                self._gap(inventory.path, expected, index - 1)
+            missing = [i for i in range(expected, index) if (recording, i) not in self._uploaded]
+            if missing:  # one fault for a run of missing indexes, however long
+                self._gap(inventory.path, missing[0], missing[-1])
             self._slot(inventory, index, key)
             expected = index + 1
 

@@ -388,3 +388,12 @@ def test_a_member_does_not_rebroadcast(tmp_path: Path) -> None:
     camera.trigger(peer("cam-2"), 8.0)
     camera.deactivate(Trigger(kind="peer", source="peer:cam-2"), "done", 20.0)
     assert not camera.outbox.group
+
+
+def test_the_segment_open_when_a_critical_category_is_given_is_critical(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    camera = rig.at(8.0)
+    camera.activate(BUTTON, 8.0)
+    camera.categorize(("death in custody",), None, 9.0)  # segment 0 is open (it began at 3 s)
+    rig.at(12.0).deactivate(BUTTON, "done", 12.0)
+    assert all(seg.manifest.critical for seg in rig.store.closed_segments())

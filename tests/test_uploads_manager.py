@@ -442,3 +442,21 @@ def test_retry_delay_grows_exponentially_and_is_capped() -> None:
     assert config.retry_delay(3, 0.999) == pytest.approx(4.004)
     draws = random.Random(1)
     assert len({config.retry_delay(1, draws.random()) for _ in range(5)}) == 5
+
+
+def test_a_device_store_with_uploaded_segments_still_verifies(tmp_path: Path) -> None:
+    from device.verify import verify_store
+
+    rig, manager, loop, data = setup(tmp_path)
+    manager.link_up(None, loop.now)
+    loop.run(100.0, lambda: all_done(manager))
+    rig.audit.sync()
+    report = verify_store(tmp_path)
+    assert report.ok, report.faults
+    assert any("3 segment(s) uploaded, verified and deleted" in n.note for n in report.notes)
+    # A receipt whose signed manifest was altered is a fault, not a pass.
+    receipt = sorted((tmp_path / "uploads" / "verified").glob("*.json"))[0]
+    document = json.loads(receipt.read_text())
+    document["signed_manifest"]["signature"] = "00" * 64
+    receipt.write_text(json.dumps(document))
+    assert not verify_store(tmp_path).ok
