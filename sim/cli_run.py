@@ -27,13 +27,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from device.errors import ConfigError, DeviceError
+from device.identity import DeviceIdentity
 from device.mqtt.settings import BrokerSettings, parse_broker_url
-from device.store import ClosedSegment, manifest_path, read_signed_manifest
-from device.uploads import UploadConfig
+from device.store import ClosedSegment, manifest_path, read_signed_manifest, segment_name
+from device.uploads import Receipt, UploadConfig
 from sim.broker import PrivateBroker
 from sim.live import LiveCamera, LiveOptions, idle_scenario
 from sim.receiver.core import EvidenceReceiver
@@ -68,6 +70,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--bandwidth-mbps", type=float, help="cap the upload (25 = a dock)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="only create the camera's identity in --data-dir (to enrol its key), then exit",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
     parser.set_defaults(handler=run)
 
@@ -96,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data_dir = args.data_dir or _default_dir(scenario.device.id)
     store = args.store or data_dir.parent / f"{scenario.device.id}-receiver"
+    if args.init:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        identity = DeviceIdentity.load_or_create(
+            data_dir, scenario.device.id, seed=scenario.device.seed
+        )
+        print(data_dir / "device.json")
+        console.print(f"bwc-sim run: {identity.device_id} key {identity.key.key_id}", markup=False)
+        return 0
     report: dict[str, Any] = {}
     with contextlib.suppress(KeyboardInterrupt):
         report = asyncio.run(
@@ -178,7 +193,7 @@ async def _main(
     segments = (
         list(_segments_in(store / "devices" / scenario.device.id))
         if receiver is not None
-        else list(live.run.camera.store.closed_segments())
+        else [*live.run.camera.store.closed_segments(), *_receipted(data_dir)]
     )
     report = build_report(live.run, segments)
     progress_now = live.uploads.progress()
@@ -230,6 +245,15 @@ def _segments_in(root: Path) -> Iterator[ClosedSegment]:
         if target.exists():
             signed = read_signed_manifest(target)
             yield ClosedSegment(path, target, signed, signed.decode())
+
+
+def _receipted(data_dir: Path) -> Iterator[ClosedSegment]:
+    """Segments the device deleted after a verified upload, described by their receipts."""
+    for path in sorted((data_dir / "uploads" / "verified").glob("*.json")):
+        receipt = msgspec.json.decode(path.read_bytes(), type=Receipt)
+        segment = data_dir / "recordings" / receipt.recording / segment_name(receipt.index)
+        signed = receipt.signed_manifest
+        yield ClosedSegment(segment, manifest_path(segment), signed, signed.decode())
 
 
 @contextlib.contextmanager

@@ -121,6 +121,9 @@ class LiveCamera:
         """The scenario is over and every closed segment is verified (or permanently rejected)."""
         if not self.run.done or self.run.camera.state.value != "off":
             return False
+        # The daemon refreshes the queue once a camera second: segments closed since (the last
+        # ones, by the stop or by ``finish``) would otherwise not be counted as pending.
+        self.uploads.refresh(self.daemon.now())
         progress = self.uploads.progress()
         return progress.queued_segments == 0
 

@@ -137,10 +137,13 @@ def _recording(recording_id: str, segments: list[ClosedSegment]) -> dict[str, An
     }
 
 
-def starts_on_keyframe(segment: Path) -> bool:
-    """Whether the first video packet of a segment is a keyframe (False if it has no video)."""
+def starts_on_keyframe(segment: Path) -> bool | None:
+    """Whether the first video packet of a segment is a keyframe (False if it has no video).
+
+    None when the file is not here to read (deleted from the device after a verified upload).
+    """
     if not segment.exists():
-        return False
+        return None
     with SegmentReader(segment, strict=False, with_payload=False) as reader:
         for record in reader:
             media = record.info.media
