@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from device.camera import Camera
+from device.camera import Camera, CameraState
 from device.commands import CommandHandler
 from device.journal import EventJournal
 from device.mqtt.errors import LinkDown, MqttLinkError, PublishUncertain
@@ -145,6 +145,9 @@ class Daemon:
             try:
                 await self._main(stop, finished)
             finally:
+                if self.camera.state is not CameraState.OFF:
+                    # Ctrl-C or SIGTERM: stop the recording and close its segment, as a switch-off.
+                    self.camera.power_off(self.now(), "daemon stopped")
                 await self._flush_journal_briefly()
                 for worker in workers:
                     worker.cancel()

@@ -231,6 +231,9 @@ class PrivateBroker:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log_file,
+                # Its own session: a Ctrl-C at the terminal must reach us, not kill the broker
+                # under the camera and receiver that are still shutting down through it.
+                start_new_session=True,
             )
 
     async def _start_amqtt(self) -> None:
