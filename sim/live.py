@@ -20,9 +20,10 @@ from device.mqtt.link import MqttLink, Presence
 from device.mqtt.settings import BrokerSettings
 from device.policy import Durability
 from device.telemetry import status
-from device.uploads import UploadConfig, UploadManager
+from device.uploads import RejectedSegment, UploadConfig, UploadManager
 from protocol.messages import encode_message
 from protocol.topics import DeviceChannel, Topics
+from protocol.upload import CODE_BAD_CHUNK_SIZE, CODE_TOO_LARGE, CODE_UNKNOWN_DEVICE
 from sim.runner import ScenarioRun
 from sim.scenario import Scenario, parse_scenario
 
@@ -40,6 +41,8 @@ at = 0
 do = "power_on"
 """
 """What ``bwc-sim run`` plays without ``--scenario``: a camera switched on, buffering."""
+
+RETRY_AT_START: Final = frozenset({CODE_UNKNOWN_DEVICE, CODE_BAD_CHUNK_SIZE, CODE_TOO_LARGE})
 
 
 def idle_scenario(device_id: str, seed: int) -> Scenario:
@@ -101,6 +104,7 @@ class LiveCamera:
             audit=camera._trail,  # the camera's audit trail records verified uploads
             rng=random.Random(f"uploads:{device}:{boot_id}"),
         )
+        self.released = self._release_fixable()
         self.link = MqttLink(
             options.broker,
             client_id=device,
@@ -116,6 +120,20 @@ class LiveCamera:
             uploads=self.uploads,
             config=config,
         )
+
+    def _release_fixable(self) -> list[RejectedSegment]:
+        """Queue again the segments rejected for a configuration mismatch.
+
+        ``unknown_device`` (the key was not enrolled yet), ``bad_chunk_size`` and ``too_large``
+        are fixed by an operator between runs; a restart is the natural moment to try again, and
+        the receiver keeps no record of rejected offers (docs/protocol.md). Signature and
+        conflict rejections stay quarantined.
+        """
+        self.uploads.refresh(0.0)
+        fixable = [r for r in self.uploads.rejected() if r.code in RETRY_AT_START]
+        for rejected in fixable:
+            self.uploads.release(rejected.recording, rejected.index)
+        return fixable
 
     def all_uploaded(self) -> bool:
         """The scenario is over and every closed segment is verified (or permanently rejected)."""
