@@ -126,6 +126,8 @@ class CameraCore:
         if self.state is not CameraState.OFF:
             return []
         self._boots += 1
+        # The audit log's sequence number never repeats on a device, across restarts too.
+        self.outbox.boot_tag = f"b{self.audit.next_seq}"
         self._trail.record("power_on", now, boot=self._boots, clock_set=self.clock.is_set)
         recovery = self.store.recover()
         for code, where in self._trail.recovery(recovery, self.store.root, now):

@@ -28,6 +28,8 @@ class EventOutbox:
         self.queue: deque[AnyEvent] = deque(maxlen=capacity)
         self.seq = 0
         self.overflowed = 0
+        self.boot_tag = "b0"
+        """Makes event IDs unique across restarts (``seq`` starts at 0 in every process)."""
         self.group: deque[AnyPeerMessage] = deque(maxlen=capacity)
         """Broadcasts to the camera's group (peer activation), for the shell to publish."""
 
@@ -42,7 +44,8 @@ class EventOutbox:
         self.seq += 1
         if len(self.queue) == self.queue.maxlen:
             self.overflowed += 1
-        event = kind(ts=utc, device=self.device_id, id=f"ev{seq:010d}", seq=seq, **fields)
+        event_id = f"{self.boot_tag}-ev{seq:010d}"
+        event = kind(ts=utc, device=self.device_id, id=event_id, seq=seq, **fields)
         self.queue.append(event)
 
     def activation(self, utc: datetime, start: RecordingStart) -> None:

@@ -260,21 +260,29 @@ class Daemon:
                 self.journal.mark_published(entry.seq)
 
     async def _uploader(self) -> None:
-        """Carry out the upload manager's publishes; wake on acks, link changes and deadlines."""
-        while True:
-            await self.link.connected.wait()
-            now = self.now()
-            self.uploads.handle_timeout(now)
-            publishes = self.uploads.poll(now)
-            if publishes:
-                await asyncio.gather(*(self._publish_upload(p) for p in publishes))
-                continue
-            deadline = self.uploads.next_deadline()
-            wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / self.config.speed)
-            self._uploads_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(wait_s, 1.0)):
-                    await self._uploads_changed.wait()
+        """Carry out the upload manager's publishes; wake on acks, link changes and deadlines.
+
+        Publishes are not awaited one by one: the receiver's acks pace the upload (the sender's
+        window), and waiting for the broker's PUBACKs before the next poll cost a round trip
+        per batch. The tasks start in order, so the chunks go out in order.
+        """
+        async with asyncio.TaskGroup() as publishing:
+            while True:
+                await self.link.connected.wait()
+                now = self.now()
+                self.uploads.handle_timeout(now)
+                publishes = self.uploads.poll(now)
+                if publishes:
+                    for publish in publishes:
+                        publishing.create_task(self._publish_upload(publish))
+                    await asyncio.sleep(0)  # let them reach paho before polling again
+                    continue
+                deadline = self.uploads.next_deadline()
+                wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / self.config.speed)
+                self._uploads_changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(wait_s, 1.0)):
+                        await self._uploads_changed.wait()
 
     async def _publish_upload(self, publish: Publish) -> None:
         try:

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from device.errors import ConfigError, DeviceError
-from device.identity import DeviceIdentity
+from device.identity import IDENTITY_FILE, DeviceIdentity, read_identity
 from device.mqtt.settings import BrokerSettings, parse_broker_url
 from device.store import ClosedSegment, manifest_path, read_signed_manifest, segment_name
 from device.uploads import Receipt, UploadConfig
@@ -88,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
     )
     console = Console(stderr=True)
     try:
-        scenario = load_scenario(args.scenario) if args.scenario else idle_scenario("cam-001", 1)
+        scenario = (
+            load_scenario(args.scenario)
+            if args.scenario
+            else idle_scenario(_device_of(args.data_dir), 1)
+        )
         if any(entry.action == "power_loss" for entry in scenario.timeline):
             raise ConfigError(
                 "power_loss is played in virtual time only (bwc-sim scenario); in real time "
@@ -151,6 +155,13 @@ def _upload_config(args: argparse.Namespace) -> UploadConfig:
     if args.bandwidth_mbps is not None:
         options["bandwidth_bps"] = args.bandwidth_mbps * 1e6
     return UploadConfig(**options)
+
+
+def _device_of(data_dir: Path | None) -> str:
+    """The device whose data directory ``data_dir`` is (a restarted camera), else ``cam-001``."""
+    if data_dir is not None and (data_dir / IDENTITY_FILE).exists():
+        return read_identity(data_dir).device
+    return "cam-001"
 
 
 def _default_dir(device_id: str) -> Path:

@@ -151,8 +151,15 @@ class LiveCamera:
         if until_uploaded:
 
             def finished() -> bool:
-                if self.run.done and self.run.camera.state.value != "off":
-                    self.run.finish()
+                run, now = self.run, self.daemon.now()
+                end = run.scenario.duration_s
+                if run.done and now >= end and run.camera.state.value != "off":
+                    # Not ``run.finish()``: it closes the audit log, which the upload manager
+                    # still writes (``segment_uploaded``) until every segment is verified.
+                    run.camera.power_off(end, "scenario ended")
                 return self.all_uploaded()
 
-        await self.daemon.run(stop, finished=finished)
+        try:
+            await self.daemon.run(stop, finished=finished)
+        finally:
+            self.run.camera.audit.close()

@@ -397,3 +397,18 @@ def test_the_segment_open_when_a_critical_category_is_given_is_critical(tmp_path
     camera.categorize(("death in custody",), None, 9.0)  # segment 0 is open (it began at 3 s)
     rig.at(12.0).deactivate(BUTTON, "done", 12.0)
     assert all(seg.manifest.critical for seg in rig.store.closed_segments())
+
+
+def test_event_ids_never_repeat_across_boots(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    camera = rig.at(8.0)
+    camera.activate(BUTTON, 8.0)
+    first = [event.id for event in camera.outbox.drain()]
+    camera.power_off(10.0)
+    camera.power_on(11.0, rig.media)
+    rig.feed.advance(11.0)
+    camera.activate(BUTTON, 20.0)
+    second = [event.id for event in camera.outbox.drain()]
+    assert first
+    assert second
+    assert not set(first) & set(second)

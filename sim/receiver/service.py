@@ -33,6 +33,10 @@ from sim.receiver.core import EvidenceReceiver
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIENT_ID = "bwc-evidence-receiver"
+MAX_BATCH: Final = 64
+"""Most messages handed to the disk thread in one hop (only messages already received)."""
+MAX_UNCONFIRMED: Final = 256
+"""Most acks published and not yet confirmed by a PUBACK before the receiver stops reading."""
 NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 """paho does not disable Nagle's algorithm: a small ack written right after a PUBACK then waits
 for the broker's delayed TCP ACK, about 18 ms per chunk on loopback (3 MB/s at 64 KiB chunks)."""
@@ -62,6 +66,7 @@ class ReceiverService:
         self._attempt = 0
         # One worker thread: the core sees one message at a time, in order, off the event loop.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-disk")
+        self._unconfirmed: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aiomqtt.Client:
         broker = self.broker
@@ -79,7 +84,7 @@ class ReceiverService:
         if broker.tls:
             ca = None if broker.ca_file is None else str(broker.ca_file)
             tls = aiomqtt.TLSParameters(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             broker.host,
             broker.port,
             username=broker.username,
@@ -90,6 +95,9 @@ class ReceiverService:
             socket_options=NO_DELAY,
             **session,
         )
+        # Acks are published without waiting for each PUBACK: do not warn below our own bound.
+        client.pending_calls_threshold = MAX_UNCONFIRMED + MAX_BATCH
+        return client
 
     async def run(self) -> None:
         """Connect, serve, and reconnect after any connection loss, until cancelled.
@@ -101,7 +109,10 @@ class ReceiverService:
             while True:
                 try:
                     async with client:
-                        await self._serve(client)
+                        try:
+                            await self._serve(client)
+                        finally:
+                            self._abandon_unconfirmed()
                 except aiomqtt.MqttError as exc:
                     self.connected.clear()
                     delay = self.broker.backoff.delay(self._attempt, self._rng)
@@ -128,10 +139,22 @@ class ReceiverService:
             except TimeoutError:
                 await self._publish(client, await self._on_disk(self.core.handle_timeout))
                 continue
-            raw = message.payload
-            payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
-            handle = functools.partial(self.core.on_message, message.topic.value, payload)
+            # Everything already queued goes to the disk thread in one hop, in arrival order.
+            batch = [_received(message)]
+            while len(client.messages) and len(batch) < MAX_BATCH:
+                batch.append(_received(await anext(messages)))
+            handle = functools.partial(self._handle_batch, batch)
             await self._publish(client, await self._on_disk(handle))
+
+    def _handle_batch(self, batch: list[tuple[str, bytes]], now: float) -> list[Publish]:
+        """On the disk thread: the core's acks for each message; a failure drops that one only."""
+        out: list[Publish] = []
+        for topic, payload in batch:
+            try:
+                out += self.core.on_message(topic, payload, now)
+            except Exception:  # supervisor: log and keep serving; the device's timer resends
+                log.exception("the receiver failed on a message on %s; dropped", topic)
+        return out
 
     async def _on_disk(self, handle: Callable[[float], list[Publish]]) -> list[Publish]:
         """Run one core entry point on the disk thread; a failure drops that message only."""
@@ -143,5 +166,31 @@ class ReceiverService:
             return []
 
     async def _publish(self, client: aiomqtt.Client, publishes: list[Publish]) -> None:
+        """Publish in order without waiting for each PUBACK (at most ``MAX_UNCONFIRMED`` wait).
+
+        The tasks start in creation order, so paho writes the acks in order. Waiting for each
+        PUBACK before reading the next chunk made every chunk cost a broker round trip.
+        """
         for item in publishes:
-            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            task = asyncio.create_task(
+                client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            )
+            self._unconfirmed.add(task)
+            task.add_done_callback(self._confirmed)
+        while len(self._unconfirmed) > MAX_UNCONFIRMED:
+            await asyncio.wait(self._unconfirmed, return_when=asyncio.FIRST_COMPLETED)
+
+    def _confirmed(self, task: asyncio.Task[None]) -> None:
+        self._unconfirmed.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The connection is gone (the message loop sees it too); the device resends.
+            log.info("an ack was not confirmed by the broker: %s", error)
+
+    def _abandon_unconfirmed(self) -> None:
+        for task in list(self._unconfirmed):
+            task.cancel()
+
+
+def _received(message: aiomqtt.Message) -> tuple[str, bytes]:
+    raw = message.payload
+    return message.topic.value, bytes(raw) if isinstance(raw, bytes | bytearray) else b""
