@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -28,16 +27,15 @@ from typing import Any
 import msgspec
 
 from device.errors import ConfigError, StorageError
-from device.mqtt.settings import parse_broker_url
 from protocol.errors import LocalProtocolError
 from protocol.topics import DEFAULT_PREFIX, Topics
+from sim.cli_broker import add_broker_options, broker_settings
 from sim.receiver.core import EvidenceReceiver
 from sim.receiver.service import DEFAULT_CLIENT_ID, ReceiverService
 from sim.receiver.store import Receipt, ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy, present_all
 
 EXIT_OK, EXIT_USAGE = 0, 2
-PASSWORD_ENV = "BWC_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 
 def register(commands: Any) -> None:
@@ -60,11 +58,8 @@ def register(commands: Any) -> None:
         "--trust-key", action="append", type=Path, default=[], metavar="FILE",
         help="trust this device key (device.json or {device}.pub); repeatable",
     )  # fmt: skip
-    parser.add_argument("--username", help="broker user name")
-    parser.add_argument("--password", help=f"broker password (better: the {PASSWORD_ENV} variable)")
-    parser.add_argument("--ca-file", type=Path, help="CA certificates for mqtts:// (PEM)")
+    add_broker_options(parser)
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="MQTT client ID (fixed)")
-    parser.add_argument("--mqtt", choices=["5", "3.1.1"], default="5", help="MQTT version")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: bwc)")
     parser.add_argument("--json", action="store_true", help="print each receipt as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
@@ -93,13 +88,7 @@ def run(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> ReceiverService:
     if args.ca_file is not None and not args.ca_file.is_file():
         raise ConfigError(f"--ca-file {args.ca_file}: no such file")
-    broker = parse_broker_url(
-        args.broker,
-        username=args.username,
-        password=args.password or os.environ.get(PASSWORD_ENV),
-        ca_file=args.ca_file,
-        protocol=args.mqtt,
-    )
+    broker = broker_settings(args.broker, args)
     topics = Topics(args.prefix)
     store = ReceiverStore(args.store)
     trust = TrustPolicy(store.trust, TrustMode(args.trust))

@@ -37,6 +37,7 @@ from device.mqtt.settings import BrokerSettings, parse_broker_url
 from device.store import ClosedSegment, manifest_path, read_signed_manifest, segment_name
 from device.uploads import Receipt, UploadConfig
 from sim.broker import PrivateBroker
+from sim.cli_broker import add_broker_options, broker_settings
 from sim.live import LiveCamera, LiveOptions, idle_scenario
 from sim.receiver.core import EvidenceReceiver
 from sim.receiver.service import ReceiverService
@@ -44,8 +45,6 @@ from sim.receiver.store import ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy
 from sim.report import build_report
 from sim.scenario import Scenario, format_time, load_scenario
-
-PASSWORD_ENV = "BWC_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 
 def register(commands: Any) -> None:
@@ -61,10 +60,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--data-dir", type=Path, help="the camera's data directory")
     parser.add_argument("--store", type=Path, help="the embedded receiver's store")
     parser.add_argument("--broker", metavar="URL", help="use this broker: mqtt://host:port")
-    parser.add_argument("--username", help="broker user name")
-    parser.add_argument("--password", help=f"broker password (better: the {PASSWORD_ENV} variable)")
-    parser.add_argument("--ca-file", type=Path, help="CA certificates for mqtts:// (PEM)")
-    parser.add_argument("--mqtt", choices=["5", "3.1.1"], default="5", help="MQTT version")
+    add_broker_options(parser)
     parser.add_argument(
         "--chunk-size", type=int, help="upload chunk bytes (default: the protocol's)"
     )
@@ -100,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if not 0.01 <= args.speed <= 1000:
             raise ConfigError(f"--speed must be from 0.01 to 1000, got {args.speed}")
-        broker = None if args.broker is None else _broker_settings(args)
+        broker = None if args.broker is None else broker_settings(args.broker, args)
         upload = _upload_config(args)
     except DeviceError as exc:
         console.print(f"bwc-sim run: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -136,16 +132,6 @@ def run(args: argparse.Namespace) -> int:
         _print_human(console, report)
     uploads = report["uploads"]
     return 0 if uploads["pending"] == 0 and uploads["rejected"] == 0 else 1
-
-
-def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
-    return parse_broker_url(
-        args.broker,
-        username=args.username,
-        password=args.password or os.environ.get(PASSWORD_ENV),
-        ca_file=args.ca_file,
-        protocol=args.mqtt,
-    )
 
 
 def _upload_config(args: argparse.Namespace) -> UploadConfig:
