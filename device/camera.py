@@ -297,15 +297,7 @@ class Camera(CameraCore):
                 self.indicator.stealth = enabled
             self.outbox.mode_change(self._utc(now), mode, enabled=enabled, source=source)
             decision = Decision(accepted=True, reason=f"{mode} mode {_on(enabled)}")
-        self._trail.record(
-            "mode",
-            now,
-            mode=mode,
-            enabled=enabled,
-            source=source,
-            accepted=decision.accepted,
-            decision=decision.reason,
-        )
+        self._trail.mode(mode, decision, now, enabled=enabled, source=source)
         return decision
 
     def sleep(self, now: float, source: str = "button") -> Decision:
@@ -319,15 +311,7 @@ class Camera(CameraCore):
             self._move(CameraState.SLEEPING, now, "sleep mode")
             self.outbox.mode_change(self._utc(now), "sleep", enabled=True, source=source)
             decision = Decision(accepted=True, reason="sleeping")
-        self._trail.record(
-            "mode",
-            now,
-            mode="sleep",
-            enabled=True,
-            source=source,
-            accepted=decision.accepted,
-            decision=decision.reason,
-        )
+        self._trail.mode("sleep", decision, now, enabled=True, source=source)
         return decision
 
     def wake(self, now: float, source: str = "button") -> Decision:
@@ -338,15 +322,7 @@ class Camera(CameraCore):
             self._move(CameraState.BUFFERING, now, "woken")
             self.outbox.mode_change(self._utc(now), "sleep", enabled=False, source=source)
             decision = Decision(accepted=True, reason="buffering")
-        self._trail.record(
-            "mode",
-            now,
-            mode="sleep",
-            enabled=False,
-            source=source,
-            accepted=decision.accepted,
-            decision=decision.reason,
-        )
+        self._trail.mode("sleep", decision, now, enabled=False, source=source)
         return decision
 
     def set_utc(self, utc: datetime, source: ClockSource, now: float) -> None:

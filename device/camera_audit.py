@@ -60,6 +60,20 @@ class CameraAudit:
             **extra,
         )
 
+    def mode(
+        self, mode: str, decision: Decision, now: float, *, enabled: bool, source: str
+    ) -> None:
+        """A request to switch a mode on or off, and what was decided."""
+        self.record(
+            "mode",
+            now,
+            mode=mode,
+            enabled=enabled,
+            source=source,
+            accepted=decision.accepted,
+            decision=decision.reason,
+        )
+
     def segment_closed(self, closed: ClosedSegment, now: float) -> None:
         """A segment was closed and its manifest signed."""
         self.record("segment_closed", now, **_segment_fields(closed))
