@@ -100,6 +100,8 @@ class Daemon:
             None if config.group is None else topics.group(config.group, GroupChannel.PEER)
         )
         self._journal_changed = asyncio.Event()
+        self._journal_drained = asyncio.Event()
+        """Set by the publisher when it found nothing left to publish; cleared by a new entry."""
         self._uploads_changed = asyncio.Event()
         self._wake = asyncio.Event()
         self._t0 = 0.0
@@ -185,6 +187,7 @@ class Daemon:
 
     def _journal(self, topic: str, payload: bytes) -> None:
         self.journal.append(topic, payload)
+        self._journal_drained.clear()
         self._journal_changed.set()
 
     def _send_telemetry(self, now: float) -> None:
@@ -216,9 +219,7 @@ class Daemon:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
-                while self.journal.pending():
-                    self._journal_changed.set()
-                    await asyncio.sleep(0.05)
+                await self._journal_drained.wait()
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -246,6 +247,7 @@ class Daemon:
                     await self.link.publish(self._telemetry_topic, snapshot, qos=0)
             entries = self.journal.pending()
             if not entries:
+                self._journal_drained.set()
                 self._journal_changed.clear()
                 await self._journal_changed.wait()
                 continue

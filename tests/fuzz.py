@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
@@ -34,3 +35,17 @@ def toml_documents(
             for header, pairs in items
         )
     )
+
+
+def mutated(files: Sequence[Path]) -> SearchStrategy[str]:
+    """One of ``files`` with up to 40 characters replaced by up to 8 TOML-ish ones."""
+
+    @st.composite
+    def draw(data: st.DrawFn) -> str:
+        text = data(st.sampled_from(files)).read_text(encoding="utf-8")
+        start = data(st.integers(0, len(text)))
+        end = data(st.integers(start, min(len(text), start + 40)))
+        insert = data(st.text(alphabet='"[]={}=,.#\n 0:aZ_-', max_size=8))
+        return text[:start] + insert + text[end:]
+
+    return draw()

@@ -27,7 +27,7 @@ from device.rules import (
 from device.tomlfields import ConfigFileError, Problem, expected, parse_time
 from device.triggers import CONFIGURABLE_KINDS
 from sim.scenario import load_scenario, parse_scenario
-from tests.fuzz import FUZZ_EXAMPLES, toml_documents
+from tests.fuzz import FUZZ_EXAMPLES, mutated, toml_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "policies" / "default.toml"
@@ -422,13 +422,9 @@ def test_random_text_raises_only_config_file_error(text: str) -> None:
 
 
 @settings(max_examples=FUZZ_EXAMPLES)
-@given(st.data())
-def test_mutated_policy_files_raise_only_config_file_error(data: st.DataObject) -> None:
-    text = data.draw(st.sampled_from(POLICY_FILES)).read_text(encoding="utf-8")
-    start = data.draw(st.integers(0, len(text)))
-    end = data.draw(st.integers(start, min(len(text), start + 40)))
-    insert = data.draw(st.text(alphabet='"[]={}=,.#\n 0:aZ_-', max_size=8))
-    _parse_or_config_error(text[:start] + insert + text[end:])
+@given(mutated(POLICY_FILES))
+def test_mutated_policy_files_raise_only_config_file_error(text: str) -> None:
+    _parse_or_config_error(text)
 
 
 _VALUES = st.one_of(
