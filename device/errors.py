@@ -3,6 +3,7 @@
 ``ConfigError``: a configuration or policy value is wrong (the user's input).
 ``StorageError``: the environment failed us (disk full, permission, I/O error).
 ``EvidenceError``: stored evidence does not verify (corruption or tampering).
+``HardwareError``: the hardware backend cannot be used (port, permission, protocol version).
 """
 
 from __future__ import annotations
@@ -24,3 +25,7 @@ class StorageError(DeviceError):
 
 class EvidenceError(DeviceError):
     """Stored evidence or the audit log does not verify; the message names the first fault."""
+
+
+class HardwareError(DeviceError):
+    """The hardware backend cannot be used: a missing port, no permission, a wrong protocol."""

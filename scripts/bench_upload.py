@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import datetime as dt
 import json
 import logging
@@ -42,12 +43,13 @@ import os
 import random
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -165,7 +167,9 @@ def upload_config(chunk_size: int, window: int | None = None) -> UploadConfig:
     )
 
 
-def _receiver(store_dir: Path, url: str, client_id: str, key: bytes, out: Connection) -> None:
+def _receiver(
+    store_dir: Path, url: str, client_id: str, key: bytes, out: Connection, *, profile: Path | None
+) -> None:
     """The evidence receiver in its own process: sends "ready", then (time, size) per receipt."""
 
     def verified(receipt: Receipt) -> None:
@@ -184,13 +188,35 @@ def _receiver(store_dir: Path, url: str, client_id: str, key: bytes, out: Connec
             await service.connected.wait()
             out.send(("ready", time.process_time()))
 
-    with contextlib.suppress(KeyboardInterrupt):
+    tune_allocator()  # as `bwc-sim receiver` does
+    # The parent ends this process with SIGTERM; as an exception it lets the profile be saved.
+    signal.signal(signal.SIGTERM, _interrupt)
+    with profiled(profile), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def profiled(path: Path | None) -> Iterator[None]:
+    """cProfile what runs inside, saved to ``path`` (pstats format); nothing when None."""
+    if path is None:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
 
 
 @contextlib.asynccontextmanager
 async def receiver(
-    mode: str, store_dir: Path, url: str, client_id: str, key: bytes
+    mode: str, store_dir: Path, url: str, client_id: str, key: bytes, *, profile: Path | None = None
 ) -> AsyncIterator[Callable[[], list[tuple[float, int, float]]]]:
     """A receiver (``embedded`` in this event loop, or in its own ``process``), subscribed.
 
@@ -200,7 +226,10 @@ async def receiver(
     if mode == "process":
         here, there = multiprocessing.get_context("spawn").Pipe()
         child = multiprocessing.get_context("spawn").Process(
-            target=_receiver, args=(store_dir, url, client_id, key, there), daemon=True
+            target=_receiver,
+            args=(store_dir, url, client_id, key, there),
+            kwargs={"profile": profile},
+            daemon=True,
         )
         child.start()
         receipts: list[tuple[float, int, float]] = []
@@ -249,6 +278,7 @@ async def upload_once(
     chunk_size: int,
     mode: str,
     window: int | None = None,
+    profile: Path | None = None,
 ) -> Result:
     """Copy the recording to a fresh device, upload it to a fresh receiver, time it."""
     data_dir, store_dir = work / "device", work / "receiver"
@@ -289,11 +319,17 @@ async def upload_once(
         config=config,
     )
     key = run.identity.key.public_bytes()
-    async with receiver(mode, store_dir, broker.url, f"receiver-{work.name}", key) as receipts:
+    receiver_profile = None if profile is None else profile / f"receiver-{work.name}.pstats"
+    async with receiver(
+        mode, store_dir, broker.url, f"receiver-{work.name}", key, profile=receiver_profile
+    ) as receipts:
         broker_cpu, device_cpu = process_cpu(broker), time.process_time()
         started = time.perf_counter()
         # Until the device has the verified acks too (it deletes its copies then).
-        await daemon.run(asyncio.Event(), finished=lambda: uploads.progress().queued_segments == 0)
+        with profiled(None if profile is None else profile / f"sender-{work.name}.pstats"):
+            await daemon.run(
+                asyncio.Event(), finished=lambda: uploads.progress().queued_segments == 0
+            )
         found = receipts()
         device_cpu = time.process_time() - device_cpu
         broker_cpu = process_cpu(broker) - broker_cpu
@@ -380,6 +416,7 @@ async def bench(args: argparse.Namespace, parent: Path) -> dict[str, Any]:
                     chunk_size=chunk_size,
                     mode=args.receiver,
                     window=args.window,
+                    profile=args.profile,
                 )
                 base = c_clients_once(broker, chunk_file, count, tag)
                 runs.append({"ours": ours, "base": base})
@@ -448,8 +485,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--chunk-sizes",
         type=lambda text: [int(x) for x in text.split(",")],
-        default=[UploadConfig().chunk_size, 256 * 1024, 1024 * 1024],
-        help="comma-separated chunk sizes in bytes (default: the default, 256 KiB, 1 MiB)",
+        default=sorted({64 * 1024, 256 * 1024, UploadConfig().chunk_size}),
+        help="comma-separated chunk sizes in bytes (default: 64 KiB, 256 KiB and the default, "
+        "1 MiB)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per chunk size")
     parser.add_argument(
@@ -460,6 +498,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--window", type=int, help="upload window (default: UploadConfig's)")
     parser.add_argument("--dir", type=Path, help="where both stores go (default /dev/shm)")
+    parser.add_argument(
+        "--profile", type=Path, help="save cProfile stats of the sender and receiver in this dir"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args()
 

@@ -20,6 +20,7 @@ import contextlib
 import getpass
 import importlib
 import logging
+import secrets
 import shutil
 import signal
 import socket
@@ -27,8 +28,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
+from device.mqtt.settings import BrokerSettings, ProtocolName, parse_broker_url
 from protocol.errors import BwcError
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 BrokerKind = Literal["mosquitto", "amqtt"]
 
 _HOST = "127.0.0.1"
+PRIVATE_MAX_PACKET_SIZE: Final = 4 * 1024 * 1024
+"""The maximum packet size the private mosquitto announces: room for 1 MiB upload chunks."""
 
 
 class BrokerError(BwcError):
@@ -72,12 +76,21 @@ async def wait_for_port(host: str, port: int, *, timeout_s: float) -> None:
 
 
 def mosquitto_config(
-    port: int, data_dir: Path, *, persistence: bool = True, extra: Sequence[str] = ()
+    port: int,
+    data_dir: Path,
+    *,
+    persistence: bool = True,
+    max_packet_size: int | None = PRIVATE_MAX_PACKET_SIZE,
+    extra: Sequence[str] = (),
 ) -> str:
     """The mosquitto 2.x config text for a private anonymous broker on ``port``.
 
-    ``extra`` lines are appended (e.g. ``max_packet_size 4096`` to test a broker's limit).
+    ``max_packet_size`` is announced to MQTT 5 clients (None: no limit, none announced); by
+    default 4 MiB, so a device knows 1 MiB upload chunks fit (without an announcement it assumes
+    128,000 bytes, docs/protocol.md "Message size"). ``extra`` lines are appended (e.g.
+    ``message_size_limit 4096`` to test an unannounced limit).
     """
+    packet_limit = [] if max_packet_size is None else [f"max_packet_size {max_packet_size}"]
     return "\n".join(
         [
             f"listener {port} {_HOST}",
@@ -94,6 +107,7 @@ def mosquitto_config(
             "log_type error",
             "log_type warning",
             "log_dest stderr",
+            *packet_limit,
             *extra,
             "",
         ]
@@ -105,7 +119,8 @@ class PrivateBroker:
 
     ``kind`` forces a backend; ``None`` picks mosquitto when installed, else amqtt.
     ``persistence=False`` makes a restart lose every session (to test re-subscription);
-    ``extra_config`` lines go into mosquitto's config as they are.
+    ``max_packet_size`` is the limit mosquitto announces (None: none); ``extra_config`` lines go
+    into mosquitto's config as they are.
     """
 
     def __init__(
@@ -115,6 +130,7 @@ class PrivateBroker:
         data_dir: Path | None = None,
         start_timeout_s: float = 10.0,
         persistence: bool = True,
+        max_packet_size: int | None = PRIVATE_MAX_PACKET_SIZE,
         extra_config: Sequence[str] = (),
     ) -> None:
         if kind is None:
@@ -123,11 +139,30 @@ class PrivateBroker:
         self.port = free_port()
         self._start_timeout_s = start_timeout_s
         self._persistence = persistence
+        self._max_packet_size = max_packet_size
         self._extra_config = tuple(extra_config)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._data_dir = data_dir
         self._proc: asyncio.subprocess.Process | None = None
         self._amqtt: Any = None
+        self.username: str | None = None
+        """Credentials clients must give (amqtt only; the private mosquitto is anonymous)."""
+        self.password: str | None = None
+        if kind == "amqtt":
+            # amqtt drops the queued QoS 1 messages of anonymous clients with persistent
+            # sessions, so the embedded broker requires a login, fresh for every broker.
+            self.username, self.password = "bwc-sim", secrets.token_urlsafe(24)
+
+    def settings(self, *, protocol: ProtocolName | None = None, **options: Any) -> BrokerSettings:
+        """Settings for a client of this broker: its URL, credentials, and MQTT 5 when it has it.
+
+        ``options`` go to ``device.mqtt.parse_broker_url`` (``backoff``, ``connect_timeout_s``).
+        """
+        if protocol is None:
+            protocol = "5" if self.kind == "mosquitto" else "3.1.1"
+        return parse_broker_url(
+            self.url, username=self.username, password=self.password, protocol=protocol, **options
+        )
 
     @property
     def url(self) -> str:
@@ -218,7 +253,11 @@ class PrivateBroker:
             raise BrokerError("mosquitto is not installed")
         conf = data_dir / "mosquitto.conf"
         text = mosquitto_config(
-            self.port, data_dir, persistence=self._persistence, extra=self._extra_config
+            self.port,
+            data_dir,
+            persistence=self._persistence,
+            max_packet_size=self._max_packet_size,
+            extra=self._extra_config,
         )
         conf.write_text(text, encoding="utf-8")
         # The broker's own messages (errors, warnings, "should not be run as root") go to a log
@@ -236,6 +275,20 @@ class PrivateBroker:
                 start_new_session=True,
             )
 
+    def _password_file(self) -> Path:
+        """amqtt's password file (``user:argon2 hash``) for ``username``, in the data dir."""
+        if self._data_dir is None or self.username is None or self.password is None:
+            raise BrokerError("the amqtt broker has no data directory or credentials")
+        path = self._data_dir / "amqtt.passwd"
+        # amqtt's own hashing library, imported with amqtt only when the fallback is used.
+        from pwdlib import PasswordHash  # noqa: PLC0415
+        from pwdlib.hashers.argon2 import Argon2Hasher  # noqa: PLC0415
+
+        digest = PasswordHash((Argon2Hasher(),)).hash(self.password)
+        path.write_text(f"{self.username}:{digest}\n", encoding="utf-8")
+        path.chmod(0o600)
+        return path
+
     async def _start_amqtt(self) -> None:
         log.warning(
             "mosquitto not found: using the embedded amqtt broker (slower, partial MQTT 5, "
@@ -250,7 +303,11 @@ class PrivateBroker:
             ) from exc
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{_HOST}:{self.port}"}},
-            "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+            "auth": {
+                "allow-anonymous": False,
+                "plugins": ["auth_file"],
+                "password-file": str(self._password_file()),
+            },
             "topic-check": {"enabled": False},
         }
         broker = amqtt_broker.Broker(config)

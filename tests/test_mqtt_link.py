@@ -193,7 +193,9 @@ async def test_oversized_publish_to_an_unannounced_limit_fails_fast_and_does_not
     # publish exceeds it. The publish must fail at once with an "unknown outcome" error, and the
     # message must not be resent at every reconnect (which would kill each new connection).
     async with (
-        PrivateBroker(kind="mosquitto", extra_config=["message_size_limit 4096"]) as broker,
+        PrivateBroker(
+            kind="mosquitto", max_packet_size=None, extra_config=["message_size_limit 4096"]
+        ) as broker,
         running(make_link(broker)) as link,
     ):
         await wait_for(link.connected.wait(), what="connect")
@@ -209,11 +211,12 @@ async def test_oversized_publish_to_an_unannounced_limit_fails_fast_and_does_not
         assert link.connects == 2
 
 
-async def test_no_max_packet_size_when_the_broker_announces_none(
-    mosquitto: PrivateBroker,
-) -> None:
+async def test_no_max_packet_size_when_the_broker_announces_none() -> None:
     seen: list[int | None] = []
-    async with running(make_link(mosquitto, on_connected=seen.append)) as link:
+    async with (
+        PrivateBroker(kind="mosquitto", max_packet_size=None) as broker,
+        running(make_link(broker, on_connected=seen.append)) as link,
+    ):
         await wait_for(link.connected.wait(), what="connect")
         assert seen == [None]
         assert link.max_packet_size is None
@@ -258,3 +261,25 @@ async def test_will_announces_offline_when_the_device_dies(mosquitto: PrivateBro
             await asyncio.sleep(0.01)
 
     await wait_for(status_is_off(), what="the Will")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:amqtt")
+@pytest.mark.filterwarnings("ignore:Loading plugins from EntryPoints:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`BrokerSysPlugin`:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_the_amqtt_private_broker_takes_its_login_and_refuses_anonymous_clients() -> None:
+    async with PrivateBroker(kind="amqtt") as broker:
+        settings = broker.settings()
+        assert (settings.protocol, settings.username) == ("3.1.1", "bwc-sim")
+        v311 = aiomqtt.ProtocolVersion.V311
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=settings.username,
+            password=settings.password,
+            protocol=v311,
+        ) as client:
+            await client.publish("bwc/test", b"x", qos=1)
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client(broker.host, broker.port, protocol=v311):
+                pass

@@ -299,7 +299,8 @@ def test_transient_failures_retry_with_jittered_exponential_backoff(tmp_path: Pa
 
 def test_the_bandwidth_cap_holds_over_virtual_time(tmp_path: Path) -> None:
     cap_bps = 2_000_000.0
-    _rig, manager, loop, data = setup(tmp_path, replace(FAST, bandwidth_bps=cap_bps))
+    config = replace(FAST, bandwidth_bps=cap_bps, chunk_size=64 * 1024)
+    _rig, manager, loop, data = setup(tmp_path, config)
     manager.link_up(None, loop.now)
     loop.run(200.0, lambda: all_done(manager))
     assert all(loop.receiver.final(uid) == content for uid, content in data.items())
@@ -309,7 +310,7 @@ def test_the_bandwidth_cap_holds_over_virtual_time(tmp_path: Path) -> None:
     rate = sum(sizes[1:]) * 8 / elapsed
     assert abs(rate - cap_bps) / cap_bps < 0.05
     # Never above the cap by more than one burst over any stretch.
-    burst = FAST.chunk_size + CHUNK_HEADER_SIZE
+    burst = config.chunk_size + CHUNK_HEADER_SIZE
     for i in range(0, len(times), 7):
         for j in range(i + 1, len(times), 11):
             sent = sum(sizes[i : j + 1])

@@ -86,7 +86,7 @@ class UploadManager:
         self._attempt: Attempt | None = None
         self._link_up = False
         self._max_message_size = config.max_message_size
-        self._bucket = _bucket(config)
+        self._bucket = _bucket(config, config.max_message_size)
         self._repaired = False
         self._now = 0.0
         self._verified_segments = 0
@@ -143,6 +143,8 @@ class UploadManager:
             effective_chunk_size(self._sender_config, size)
         except LocalProtocolError as exc:
             raise ConfigError(f"upload: the broker's message limit is too small: {exc}") from exc
+        if size != self._max_message_size:
+            self._bucket = _bucket(self._config, size)
         self._max_message_size = size
         self._link_up = True
         self._attempt = None
@@ -350,11 +352,12 @@ class UploadManager:
         self._ledger.save(entry, now, message=outcome.message)
 
 
-def _bucket(config: UploadConfig) -> TokenBucket | None:
+def _bucket(config: UploadConfig, max_message_size: int) -> TokenBucket | None:
+    """The bandwidth cap; its default burst is one chunk of the size the broker's limit allows."""
     if config.bandwidth_bps is None:
         return None
-    burst = config.burst_bytes or config.chunk_size + CHUNK_HEADER_SIZE
-    return TokenBucket.from_bits(config.bandwidth_bps, burst)
+    largest = min(config.chunk_size + CHUNK_HEADER_SIZE, max_message_size)
+    return TokenBucket.from_bits(config.bandwidth_bps, config.burst_bytes or largest)
 
 
 def _key_of(path: Path) -> SegmentKey | None:

@@ -35,10 +35,11 @@ class SegmentStatus(enum.Enum):
 class UploadConfig:
     """Upload settings. Sizes in bytes, times in seconds, bandwidth in bits per second.
 
-    ``chunk_size`` defaults to the protocol's 64 KiB, which fits every common broker limit;
-    256 KiB to 1 MiB moves data faster where the broker and the receiver's ``max_chunk_size``
-    allow (a chunk size above the receiver's limit is *rejected*, permanently). The chunk size
-    actually used is never above what the broker's message limit leaves after the header.
+    ``chunk_size`` defaults to the protocol's 1 MiB, the receiver's default ``max_chunk_size``
+    (a chunk size above the receiver's limit is *rejected*, permanently). The chunk size actually
+    used is never above what the broker's message limit leaves after the header: the limit the
+    broker announces (MQTT 5 CONNACK), else ``max_message_size`` (128,000 B, AWS IoT Core's
+    publish limit, which every common broker takes).
     ``bandwidth_bps`` caps the bytes published (chunks and offers, headers included) with a
     token bucket of ``burst_bytes`` (default: one largest message). ``durable`` false skips the
     fsyncs of state files (virtual-time runs); the write order is the same.

@@ -31,9 +31,10 @@ from protocol.upload.wire import (
     make_offer,
 )
 
-DEFAULT_CHUNK_SIZE: Final = 64 * 1024
-"""64 KiB: with the 40-byte header it fits AWS IoT Core's 128 KB publish limit with room to
-spare, and every default broker limit; raise it (256 KiB - 1 MiB) where the broker allows."""
+DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+"""1 MiB, the receiver's default ``max_chunk_size``: per-message costs dominate in small chunks.
+The shell caps it by the broker's message limit (docs/protocol.md, "Message size"), so it
+becomes ~128 KB on a broker that announces no limit or on AWS IoT Core."""
 
 
 class SenderState(enum.Enum):
