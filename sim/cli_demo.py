@@ -19,7 +19,7 @@ from device.errors import ConfigError
 from protocol.errors import LocalProtocolError
 from protocol.upload import SenderConfig, UploadResult
 from sim.linksim import LinkProfile
-from sim.upload_demo import DemoResult, run_upload_demo
+from sim.upload_demo import DEMO_CHUNK_SIZE, DemoResult, run_upload_demo
 
 
 def register(commands: Any) -> None:
@@ -28,7 +28,9 @@ def register(commands: Any) -> None:
         "demo", help="upload a signed segment over a lossy simulated link", description=__doc__
     )
     parser.add_argument("--size", type=int, default=8 * 1024 * 1024, help="segment bytes")
-    parser.add_argument("--chunk-size", type=int, default=64 * 1024, help="data bytes per chunk")
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEMO_CHUNK_SIZE, help="data bytes per chunk"
+    )
     parser.add_argument("--drop", type=float, default=0.05, help="probability a message is lost")
     parser.add_argument("--duplicate", type=float, default=0.02, help="probability of a copy")
     parser.add_argument("--corrupt", type=float, default=0.01, help="probability of a bit flip")

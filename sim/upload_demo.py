@@ -50,6 +50,8 @@ from sim.linksim import LinkProfile, LinkStats, SimulatedLink
 
 TO_RECEIVER_OFFER = "receiver/offer"
 TO_RECEIVER_CHUNK = "receiver/chunk"
+DEMO_CHUNK_SIZE = 64 * 1024
+"""Small enough that a short demo upload has many chunks for the lossy link to damage."""
 TO_DEVICE = "device/ack"
 MAX_VIRTUAL_S = 24 * 3600.0
 
@@ -176,7 +178,7 @@ def run_upload_demo(
     data = demo_segment(size, seed)
     key = DeviceKey.from_seed(hashlib.sha256(f"demo-key:{seed}".encode()).digest())
     link = SimulatedLink(profile, seed=seed)
-    config = sender_config or SenderConfig(ack_timeout_s=0.5)
+    config = sender_config or SenderConfig(chunk_size=DEMO_CHUNK_SIZE, ack_timeout_s=0.5)
     sender = UploadSender(
         sign_demo_manifest(key, data),
         max_message_size=config.chunk_size + CHUNK_HEADER_SIZE,
