@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from sim import cli_decode, cli_demo, cli_receiver, cli_run, cli_scenario, cli_verify
+from sim import cli_bench, cli_decode, cli_demo, cli_receiver, cli_run, cli_scenario, cli_verify
 from sim.tuning import tune_allocator
 
 EXIT_OK = 0
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_verify.register(commands)
     cli_receiver.register(commands)
     cli_run.register(commands)
+    cli_bench.register(commands)
     return parser
 
 
