@@ -265,6 +265,60 @@ class _Chain:
         self.last_verified_seq = record.seq
 
 
+@dataclass(frozen=True, slots=True)
+class ChainExtension:
+    """What ``extend_chain`` found: how far the new lines continue the chain, and the first fault.
+
+    ``records`` lines verified, ending at byte ``end`` with hash ``head``; ``device`` is the
+    genesis record's device when the lines start the log (``next_seq`` 0).
+    """
+
+    records: int
+    end: int
+    head: str | None
+    device: str | None
+    checkpoints_verified: int
+    fault: AuditFault | None
+
+
+def extend_chain(
+    data: bytes,
+    *,
+    offset: int,
+    next_seq: int,
+    head: str | None,
+    public_keys: Iterable[bytes] = (),
+) -> ChainExtension:
+    """Check ``data``, found at byte ``offset`` of a log, as the lines that follow its first
+    ``next_seq`` records, the last of which has hash ``head`` (``None`` for an empty log).
+
+    The same checks as ``verify_audit``, line by line, from a known position instead of line 1
+    (an evidence receiver appending what a device ships). The fault's ``line`` counts from the
+    start of the log. A last line without its newline is a torn line.
+    """
+    chain = _Chain(public_keys)
+    chain.count, chain.head = next_seq, (None if next_seq == 0 else head)
+    fault, position, start = None, offset, 0
+    while start < len(data):
+        newline = data.find(b"\n", start)
+        stop = len(data) if newline < 0 else newline + 1
+        try:
+            chain.check(parse_line(data[start:stop], position))
+        except LineError as exc:
+            fault = AuditFault(chain.count + 1, position, exc.seq, exc.problem, exc.detail)
+            break
+        position += stop - start
+        start = stop
+    return ChainExtension(
+        records=chain.count - next_seq,
+        end=position,
+        head=chain.head,
+        device=chain.device,
+        checkpoints_verified=chain.verified,
+        fault=fault,
+    )
+
+
 def verify_audit(path: Path, *, public_keys: Iterable[bytes] = ()) -> AuditVerification:
     """Verify a whole log, reading one line at a time; report the first bad line.
 

@@ -31,6 +31,8 @@ class DeviceChannel(StrEnum):
     UPLOAD_OFFER = "upload/offer"  # D
     UPLOAD_CHUNK = "upload/chunk"  # D, binary
     UPLOAD_ACK = "upload/ack"  # R -> device
+    AUDIT = "audit"  # D, binary: a range of the device's audit.log (protocol.auditship)
+    AUDIT_ACK = "audit/ack"  # R -> device
 
 
 class GroupChannel(StrEnum):

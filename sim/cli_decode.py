@@ -14,9 +14,10 @@ from typing import Any
 
 import msgspec
 
+from protocol.auditship import decode_audit_ack, decode_audit_range
 from protocol.errors import DecodeError
 from protocol.messages import decode_for_channel
-from protocol.topics import DeviceTopic, Topics
+from protocol.topics import DeviceChannel, DeviceTopic, Topics
 from protocol.upload import decode_chunk, decode_upload_control
 
 
@@ -63,4 +64,15 @@ def describe(topics: Topics, topic: str, raw: bytes) -> dict[str, Any]:
         }
     if isinstance(parsed, DeviceTopic) and channel.value.startswith("upload/"):
         return dict(msgspec.to_builtins(decode_upload_control(raw)))
+    if channel is DeviceChannel.AUDIT:
+        audit = decode_audit_range(raw)
+        lines = audit.data.count(b"\n")
+        return {
+            "type": "audit_range",
+            "offset": audit.offset,
+            "length": len(audit.data),
+            "lines": lines,
+        }
+    if channel is DeviceChannel.AUDIT_ACK:
+        return dict(msgspec.to_builtins(decode_audit_ack(raw)))
     return dict(msgspec.to_builtins(decode_for_channel(channel, raw)))

@@ -268,7 +268,11 @@ def test_other_topics_and_unknown_uploads(tmp_path: Path) -> None:
     assert receiver.counters.undecodable == 1
     answers = rig.chunk(encode_chunk("ab" * 16, 0, b"x"))
     assert [(a.state, a.committed) for a in answers] == [("unknown", 0)]
-    assert receiver.subscriptions() == ("bwc/v1/dev/+/upload/offer", "bwc/v1/dev/+/upload/chunk")
+    assert receiver.subscriptions() == (
+        "bwc/v1/dev/+/upload/offer",
+        "bwc/v1/dev/+/upload/chunk",
+        "bwc/v1/dev/+/audit",
+    )
 
 
 def test_busy_when_too_many_uploads_are_in_progress(

@@ -8,6 +8,9 @@ appended bytes are fsynced before an ack that covers them is returned, so the sh
 every returned ack at once. Disk I/O is synchronous; the asyncio shell (``service.py``) runs this
 object on one worker thread, one message at a time, in arrival order.
 
+Audit logs: messages on a device's ``audit`` topic go to ``AuditInbox`` (``audit.py``), which
+keeps that device's shipped ``audit.log`` and answers on its ``audit/ack`` topic.
+
 Idempotency: an upload, once verified, is answered from its receipt (``verified`` with the same
 ``sha256``) whatever arrives for it later, and nothing is stored twice. A restarted receiver
 resumes an upload in progress from its durable ``.part``, re-hashing those bytes once.
@@ -47,6 +50,7 @@ from protocol.upload import (
     rejected_ack,
     unknown_ack,
 )
+from sim.receiver.audit import AuditInbox
 from sim.receiver.store import (
     IncomingFile,
     Receipt,
@@ -130,6 +134,9 @@ class EvidenceReceiver:
         self._on_verified = on_verified
         self._active: dict[str, _Active] = {}
         self.recovered = store.recover(utc_now())
+        self.audit = AuditInbox(store, trust, self.topics)
+        """Received audit logs; building it cut any torn tail (``audit_recovered`` lists whose)."""
+        self.audit_recovered = self.audit.recover()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -138,6 +145,7 @@ class EvidenceReceiver:
         return (
             self.topics.device_filter(DeviceChannel.UPLOAD_OFFER),
             self.topics.device_filter(DeviceChannel.UPLOAD_CHUNK),
+            self.topics.device_filter(DeviceChannel.AUDIT),
         )
 
     @property
@@ -158,6 +166,8 @@ class EvidenceReceiver:
             return self._offer(parsed.device, payload, now)
         if parsed.channel is DeviceChannel.UPLOAD_CHUNK:
             return self._chunk(parsed.device, payload, now)
+        if parsed.channel is DeviceChannel.AUDIT:
+            return self.audit.on_range(parsed.device, payload)
         self.counters.ignored += 1
         return []
 

@@ -1,13 +1,13 @@
 """The evidence receiver on a real MQTT broker: the asyncio shell around ``EvidenceReceiver``.
 
 One aiomqtt client with a fixed client ID and a persistent session (MQTT 5: clean start off and a
-session expiry above zero; MQTT 3.1.1: clean session off), so the broker queues offers and chunks
-published while the receiver is down or reconnecting and delivers them when it is back. Messages
-are handled one at a time, in arrival order, on one task; the core's disk work (appends, fsync,
-renames) runs on a worker thread so the event loop keeps the connection alive meanwhile. Acks are
-published at QoS 1 only after the core returned them, that is after the bytes they promise were
-fsynced. Idle uploads are released at the core's deadlines. A lost connection is retried with
-jittered exponential backoff (the settings' ``Backoff``).
+session expiry above zero; MQTT 3.1.1: clean session off), so the broker queues offers, chunks and
+audit ranges published while the receiver is down or reconnecting and delivers them when it is
+back. Messages are handled one at a time, in arrival order, on one task; the core's disk work
+(appends, fsync, renames) runs on a worker thread so the event loop keeps the connection alive
+meanwhile. Acks are published at QoS 1 only after the core returned them, that is after the bytes
+they promise were fsynced. Idle uploads are released at the core's deadlines. A lost connection
+is retried with jittered exponential backoff (the settings' ``Backoff``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Layout (docs/receiver.md)::
     devices/{device}/recordings/{recording}/
         seg-NNNNNN.bwcseg               a verified segment, byte for byte the device's
         seg-NNNNNN.manifest.json        its signed manifest envelope, as the device keeps it
+    devices/{device}/audit.log          the device's audit log as shipped so far (``audit.py``)
     incoming/{upload_id}.part           the committed prefix of an upload in progress
     incoming/{upload_id}.state.json     its offer (written atomically when it is accepted)
     receipts/{upload_id}.json           one per verified upload: what, where, when
@@ -47,6 +48,7 @@ RECEIPTS_DIR: Final = "receipts"
 TRUST_DIR: Final = "trust"
 PART_SUFFIX: Final = ".part"
 STATE_SUFFIX: Final = ".state.json"
+AUDIT_FILE: Final = "audit.log"
 _READ_BLOCK: Final = 1024 * 1024
 _MAX_DOC: Final = 128 * 1024
 T = TypeVar("T")
@@ -181,6 +183,10 @@ class ReceiverStore:
         """Where the verified segment of ``manifest`` lives (its manifest sits beside it)."""
         recording = self.devices / manifest.device / RECORDINGS_DIR / manifest.recording
         return recording / segment_name(manifest.index)
+
+    def audit_path(self, device: str) -> Path:
+        """Where the received audit log of ``device`` lives (beside its ``recordings/``)."""
+        return self.devices / device / AUDIT_FILE
 
     def _part(self, upload_id: str) -> Path:
         return self.incoming / f"{upload_id}{PART_SUFFIX}"

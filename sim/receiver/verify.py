@@ -5,6 +5,9 @@ Every segment under ``devices/{device}/recordings/`` is checked like a device's 
 of every record), against the keys of that device: by default those in the store's own ``trust/``
 (``Trust.SELF``: integrity, since whoever rewrites the store can rewrite ``trust/`` too), or a key
 or trust store got out of band. Then every receipt must name a segment that is there and matches.
+Each received ``devices/{device}/audit.log`` is verified like a device's (``verify_audit``: every
+line's hash, link and seq, the genesis naming that device, every checkpoint's signature against
+the same keys) and its record count reported in a note.
 Uploads in progress and segments not received yet are notes, not faults: a receiver holds what
 devices have sent so far.
 """
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from device.auditformat import AuditVerification, verify_audit
 from device.errors import ConfigError, EvidenceError, StorageError
 from device.segmentverify import SegmentId, file_size, verify_segment
 from device.signing import TrustStore
@@ -24,6 +28,7 @@ from device.verifyreport import Fault, Note, Trust, VerifyReport
 from protocol.errors import DecodeError
 from protocol.manifest import key_id_for
 from sim.receiver.store import (
+    AUDIT_FILE,
     DEVICES_DIR,
     INCOMING_DIR,
     MARKER_FILE,
@@ -54,6 +59,7 @@ class _Run:
     recordings: int = 0
     segments: int = 0
     byte_count: int = 0
+    audit_records: int = 0
 
     def fault(self, path: Path, problem: str) -> None:
         self.faults.append(Fault(self._rel(path), problem))
@@ -113,7 +119,7 @@ def verify_receiver_store(
         recordings=run.recordings,
         segments=run.segments,
         bytes=run.byte_count,
-        audit_records=0,
+        audit_records=run.audit_records,
         faults=tuple(run.faults),
         notes=tuple(run.notes),
         stopped_early=stopped,
@@ -125,10 +131,42 @@ def _devices(run: _Run) -> None:
         run.devices.add(device_dir.name)
         keys = run.keys(device_dir.name)
         if not keys:
-            run.fault(device_dir, "no trusted key for this device: its segments cannot be checked")
+            run.fault(
+                device_dir,
+                "no trusted key for this device: its segments and audit log cannot be checked",
+            )
             continue
+        _audit(run, device_dir, keys)
         for recording in _listing(device_dir / RECORDINGS_DIR):
             _recording(run, device_dir.name, recording, keys)
+
+
+def _audit(run: _Run, device_dir: Path, keys: tuple[bytes, ...]) -> None:
+    for sidecar in sorted(device_dir.glob(f"{AUDIT_FILE}.torn-*")):
+        run.note(
+            sidecar, "a torn tail the receiver cut off its copy at a start (never acked); kept"
+        )
+    path = device_dir / AUDIT_FILE
+    if not path.is_file():
+        return  # nothing shipped yet
+    result = verify_audit(path, public_keys=keys)
+    run.audit_records += result.records
+    if result.fault is not None:
+        run.fault(path, result.message().removeprefix(f"{path}: "))
+    elif result.device != device_dir.name:
+        run.fault(path, f"line 1 names device {result.device}: the log belongs to another device")
+    else:
+        run.note(path, _audit_summary(result))
+
+
+def _audit_summary(result: AuditVerification) -> str:
+    text = f"{result.records} records received and verified"
+    last = result.last_verified_seq
+    if last is None:
+        return f"{text}; no signed checkpoint yet: who wrote them is not proven"
+    after = result.records - last - 1
+    text = f"{text}, {result.checkpoints_verified} signed checkpoints (last at seq {last})"
+    return f"{text}; {after} records after it" if after else text
 
 
 def _recording(run: _Run, device: str, directory: Path, keys: tuple[bytes, ...]) -> None:
