@@ -10,6 +10,13 @@ journal and the upload manager. Around it, in one ``TaskGroup``:
 - the uploader: the upload manager's offers and chunks, flow-controlled by the receiver's acks;
 - the receiver of incoming messages: commands (one reply each), upload acks, group broadcasts.
   Nothing a peer sends can stop the daemon: every message is handled inside a guard that logs.
+- with a hardware backend (``device.backends``), the two tasks of its ``HardwareShell``: one
+  hands its events to the camera's hub through a ``HardwareBridge`` and wakes the camera loop,
+  the other sends the outputs (LEDs, tones, haptics, display) the bridge derives after each step
+  of the loop, in order. The backend is opened before the loop starts and closed after shutdown;
+  its link counters go into telemetry as ``NAME.counter`` (``serial.crc_errors``), the bridge's
+  as ``hardware.counter``. Hardware lives in real time: a backend other than ``sim`` needs
+  ``speed`` 1.
 
 Time: the camera's ``now`` is the loop clock since start, times ``speed`` (a scenario played N
 times faster); nothing reads the wall clock here.
@@ -21,16 +28,19 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from device.backends.base import HardwareBackend
+from device.backends.bridge import HardwareBridge
+from device.backends.shell import HardwareShell, check_real_time
 from device.camera import Camera, CameraState
 from device.commands import CommandHandler
 from device.journal import EventJournal
 from device.mqtt.errors import LinkDown, MqttLinkError, PublishUncertain
 from device.mqtt.link import LinkMessage, MqttLink
-from device.telemetry import telemetry
+from device.telemetry import merge_counters, telemetry
 from device.triggers import TriggerEvent
 from device.uploads import UploadManager, UploadProgress
 from protocol.common import Trigger
@@ -49,13 +59,20 @@ log = logging.getLogger(__name__)
 TICK_S: Final = 0.05
 """Longest the loop sleeps (real seconds): media is fed at least this often."""
 EARTH_RADIUS_M: Final = 6_371_000.0
+OUTPUT_FLUSH_S: Final = 1.0
+"""At shutdown, how long the last outputs (LED off, "OFF") may take to reach the hardware."""
 
 
 class Driver(Protocol):
     """What moves the camera's world forward: media, inputs, a scenario's timeline."""
 
-    def advance_to(self, until: float) -> None:
-        """Play everything due up to ``until`` (camera seconds), camera deadlines included."""
+    def advance_to(self, until: float) -> float | None:
+        """Play everything due up to ``until`` (camera seconds), camera deadlines included.
+
+        Returns how far it played: None or ``until``, or an earlier time when it stopped there
+        after handing inputs to the hardware backend (the simulated hardware), so that the
+        backend's task applies them at their time before the driver plays on.
+        """
 
     def next_time(self) -> float | None:
         """When something is due next, or None."""
@@ -84,7 +101,22 @@ class Daemon:
         journal: EventJournal,
         uploads: UploadManager,
         config: DaemonConfig,
+        backend: HardwareBackend | None = None,
+        bridge: HardwareBridge | None = None,
     ) -> None:
+        if (backend is None) != (bridge is None):
+            raise ValueError("a hardware backend needs a bridge to the camera, and only then")
+        self.hardware: HardwareShell | None = None
+        if backend is not None and bridge is not None:
+            check_real_time(backend.name, config.speed)
+            self.hardware = HardwareShell(
+                backend,
+                bridge,
+                now=self.now,
+                floor=lambda: self._advanced_to,
+                advance=self._advance_driver,
+                wake=self._wake_loop,
+            )
         self.camera = camera
         self.driver = driver
         self.link = link
@@ -104,6 +136,8 @@ class Daemon:
         """Set by the publisher when it found nothing left to publish; cleared by a new entry."""
         self._uploads_changed = asyncio.Event()
         self._wake = asyncio.Event()
+        self._advanced_to = 0.0
+        """Camera time the driver has played to: hardware inputs are not placed before it."""
         self._t0 = 0.0
         self._next_telemetry = 0.0
         self._last_refresh = -math.inf
@@ -134,7 +168,20 @@ class Daemon:
         return self.uploads.progress()
 
     async def run(self, stop: asyncio.Event, *, finished: Callable[[], bool] | None = None) -> None:
-        """Run until ``stop`` is set (or ``finished()`` returns true), then shut down cleanly."""
+        """Run until ``stop`` is set (or ``finished()`` returns true), then shut down cleanly.
+
+        A hardware backend is opened first (its ``HardwareError`` propagates: nothing else has
+        started) and closed last.
+        """
+        if self.hardware is not None:
+            await self.hardware.backend.open()
+        try:
+            await self._run(stop, finished)
+        finally:
+            if self.hardware is not None:
+                await self.hardware.backend.close()
+
+    async def _run(self, stop: asyncio.Event, finished: Callable[[], bool] | None) -> None:
         self._t0 = asyncio.get_running_loop().time()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.link.run())
@@ -144,12 +191,20 @@ class Daemon:
                 tasks.create_task(self._uploader()),
                 tasks.create_task(self._receiver()),
             ]
+            if self.hardware is not None:
+                workers += [
+                    tasks.create_task(self.hardware.receive()),
+                    tasks.create_task(self.hardware.send()),
+                ]
             try:
                 await self._main(stop, finished)
             finally:
                 if self.camera.state is not CameraState.OFF:
                     # Ctrl-C or SIGTERM: stop the recording and close its segment, as a switch-off.
                     self.camera.power_off(self.now(), "daemon stopped")
+                self._show()
+                if self.hardware is not None:
+                    await self.hardware.flush(OUTPUT_FLUSH_S)
                 await self._flush_journal_briefly()
                 for worker in workers:
                     worker.cancel()
@@ -161,8 +216,10 @@ class Daemon:
     async def _main(self, stop: asyncio.Event, finished: Callable[[], bool] | None) -> None:
         while not stop.is_set():
             now = self.now()
-            self.driver.advance_to(now)
+            reached = self.driver.advance_to(now)
+            self._advanced_to = now if reached is None else reached
             self._collect(now)
+            self._show()
             if finished is not None and finished():
                 return
             await self._sleep_until_due(now, stop)
@@ -190,14 +247,22 @@ class Daemon:
         self._journal_drained.clear()
         self._journal_changed.set()
 
+    def _show(self) -> None:
+        """Queue what the hardware should show now: the camera's indications, status changes."""
+        if self.hardware is not None:
+            self.hardware.show(self.camera.indicator.drain())
+
     def _send_telemetry(self, now: float) -> None:
         progress = self.uploads.progress()
+        groups: list[tuple[str, Mapping[str, int]]] = [("", self.counters)]
+        if self.hardware is not None:
+            groups += self.hardware.telemetry_counters()
         message = telemetry(
             self.camera,
             now,
             upload=progress.to_message(),
             segments=progress.queued_segments,
-            counters=self.counters,
+            counters=merge_counters(*groups),
         )
         # Telemetry is a snapshot: the latest one is published when connected, never queued.
         self._telemetry = encode_message(message)
@@ -220,6 +285,21 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await self._journal_drained.wait()
+
+    # -- hardware -------------------------------------------------------------------------------
+
+    def _advance_driver(self, until: float) -> None:
+        """Play the camera's world up to a hardware input's time, before it is applied.
+
+        Inputs the driver hands to the backend on the way (the simulated hardware's) queue
+        behind the one being applied.
+        """
+        while (reached := self.driver.advance_to(until)) is not None and reached < until:
+            pass
+        self._advanced_to = max(self._advanced_to, until)
+
+    def _wake_loop(self) -> None:
+        self._wake.set()
 
     # -- workers --------------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ Will, and ``shutdown`` before a clean disconnect.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final, Literal
 
 from device.camera import Camera, CameraState
+from protocol.ids import is_safe_id
 from protocol.messages import Battery, Clock, Status, Storage, Telemetry, UploadQueue
 from protocol.vocabulary import DeviceState, Mode
 
@@ -64,6 +66,23 @@ def telemetry(
         clock=Clock(set=camera.clock.is_set, source=camera.clock.source),
         counters=dict(counters or {}),
     )
+
+
+def merge_counters(*groups: tuple[str, Mapping[str, int]]) -> dict[str, int]:
+    """One telemetry ``counters`` map from ``(prefix, counters)`` groups.
+
+    A counter ``name`` becomes ``prefix.name`` (an empty prefix keeps it as is), e.g. the serial
+    backend's ``crc_errors`` becomes ``serial.crc_errors``. The protocol allows only IDs as
+    names and integers >= 0 as values (docs/protocol.md); anything else is left out, so a
+    backend's odd counter cannot make the telemetry message invalid.
+    """
+    merged: dict[str, int] = {}
+    for prefix, counters in groups:
+        for name, value in counters.items():
+            key = f"{prefix}.{name}" if prefix else name
+            if is_safe_id(key) and type(value) is int and value >= 0:
+                merged[key] = value
+    return merged
 
 
 def status(

@@ -10,6 +10,12 @@ once the scenario is over and every recording is verified by the receiver, print
 report with an ``uploads`` object (``--json``: one JSON object on stdout). Without ``--scenario``
 the camera buffers until Ctrl-C. Ctrl-C shuts down cleanly: the recording is stopped, segments
 closed, the journal flushed. Exit 1 if some segment was rejected or not verified, 2 for bad input.
+
+``--backend NAME`` picks the hardware (``sim``, the default: in memory; ``serial``: a bench
+microcontroller on ``--port URL`` at ``--baud N``; or a plug-in's). With ``sim`` the scenario's
+``button``, ``input`` and ``speed`` actions reach the camera through the simulated hardware; with
+any other backend the hardware plays them (``bwc-sim bench-mcu`` reads the same scenario file)
+and ``--speed`` must be 1. Hardware that cannot be opened is exit 2, with the reason.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-from device.errors import ConfigError, DeviceError
+from device.backends.base import HardwareBackend
+from device.backends.registry import backend_class, open_backend
+from device.backends.shell import check_real_time
+from device.errors import ConfigError, DeviceError, HardwareError
 from device.identity import IDENTITY_FILE, DeviceIdentity, read_identity
 from device.mqtt.settings import BrokerSettings, parse_broker_url
 from device.store import ClosedSegment, manifest_path, read_signed_manifest, segment_name
@@ -45,6 +54,8 @@ from sim.receiver.store import ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy
 from sim.report import build_report
 from sim.scenario import Scenario, format_time, load_scenario
+
+DEFAULT_BAUD: Final = 115200
 
 
 def register(commands: Any) -> None:
@@ -65,6 +76,18 @@ def register(commands: Any) -> None:
         "--chunk-size", type=int, help="upload chunk bytes (default: the protocol's)"
     )
     parser.add_argument("--bandwidth-mbps", type=float, help="cap the upload (25 = a dock)")
+    parser.add_argument(
+        "--backend",
+        default="sim",
+        metavar="NAME",
+        help="hardware backend: sim (default), serial, or a plug-in's name",
+    )
+    parser.add_argument(
+        "--port", metavar="URL", help="the hardware's port: /dev/ttyUSB0, socket://host:port"
+    )
+    parser.add_argument(
+        "--baud", type=int, metavar="N", help=f"serial baud rate (default {DEFAULT_BAUD})"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
         "--init",
@@ -98,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--speed must be from 0.01 to 1000, got {args.speed}")
         broker = None if args.broker is None else broker_settings(args.broker, args)
         upload = _upload_config(args)
+        backend = _backend(args)
     except DeviceError as exc:
         console.print(f"bwc-sim run: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
@@ -112,18 +136,26 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"bwc-sim run: {identity.device_id} key {identity.key.key_id}", markup=False)
         return 0
     report: dict[str, Any] = {}
-    with contextlib.suppress(KeyboardInterrupt):
-        report = asyncio.run(
-            _main(
-                args,
-                console,
-                scenario=scenario,
-                data_dir=data_dir,
-                store=store,
-                broker=broker,
-                upload=upload,
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            report = asyncio.run(
+                _main(
+                    args,
+                    console,
+                    scenario=scenario,
+                    data_dir=data_dir,
+                    store=store,
+                    broker=broker,
+                    upload=upload,
+                    backend=backend,
+                )
             )
-        )
+    except (HardwareError, ExceptionGroup) as exc:
+        error = _hardware_error(exc)
+        if error is None:
+            raise
+        console.print(f"bwc-sim run: {error}", markup=False, highlight=False, soft_wrap=True)
+        return 2
     if not report:
         return 1
     if args.json:
@@ -141,6 +173,37 @@ def _upload_config(args: argparse.Namespace) -> UploadConfig:
     if args.bandwidth_mbps is not None:
         options["bandwidth_bps"] = args.bandwidth_mbps * 1e6
     return UploadConfig(**options)
+
+
+def _backend(args: argparse.Namespace) -> HardwareBackend:
+    """The hardware backend the options name, built but not opened; ``DeviceError`` if bad."""
+    name = args.backend
+    backend_class(name)  # an unknown name is reported first, with the names there are
+    options: dict[str, Any] = {}
+    if name == "sim":
+        if args.port is not None or args.baud is not None:
+            raise ConfigError("--port and --baud are for hardware backends (--backend serial)")
+    else:
+        if args.port is None:
+            raise ConfigError(f"--backend {name} needs --port URL (/dev/ttyUSB0, socket://...)")
+        options["port"] = args.port
+        if args.baud is not None:
+            if not 50 <= args.baud <= 10_000_000:
+                raise ConfigError(f"--baud must be from 50 to 10000000, got {args.baud}")
+            options["baudrate"] = args.baud
+    check_real_time(name, args.speed)
+    return open_backend(name, **options)
+
+
+def _hardware_error(exc: BaseException) -> HardwareError | None:
+    """The ``HardwareError`` in ``exc`` (raised through task groups, it comes wrapped)."""
+    if isinstance(exc, HardwareError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _hardware_error(inner)) is not None:
+                return found
+    return None
 
 
 def _device_of(data_dir: Path | None) -> str:
@@ -164,13 +227,16 @@ async def _main(
     store: Path,
     broker: BrokerSettings | None,
     upload: UploadConfig,
+    backend: HardwareBackend,
 ) -> dict[str, Any]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with _infrastructure(console, broker, store) as (settings, receiver):
-        options = LiveOptions(data_dir=data_dir, broker=settings, speed=args.speed, upload=upload)
+        options = LiveOptions(
+            data_dir=data_dir, broker=settings, speed=args.speed, upload=upload, backend=backend
+        )
         live = LiveCamera(scenario, options, utc_now=dt.datetime.now(dt.UTC))
         if receiver is not None:
             receiver.core.present_key(scenario.device.id, live.run.identity.key.public_bytes())

@@ -3,6 +3,18 @@
 ``LiveCamera`` assembles what ``bwc-sim run`` runs: the camera core of a ``ScenarioRun`` played in
 real time (times ``speed``), with real durability, its data directory kept across runs, the event
 journal, the upload manager and the MQTT link, under ``device.daemon.Daemon``.
+
+With a hardware backend (``LiveOptions.backend``) the daemon joins it to the camera through a
+``HardwareBridge``, and the scenario's hardware actions (``button``, ``input``, ``speed``,
+``sim.sensor_schedule.HARDWARE_ACTIONS``) are played according to the backend:
+
+- ``SimBackend``: injected into it at their times, so they reach the camera through the bridge,
+  the path a bench microcontroller's inputs take;
+- any other backend (``serial``): not played here at all: the hardware plays them (the fake
+  bench microcontroller reads the same scenario file). Every other action (power, gestures
+  handed over as such, modes, triggers, remote and peer requests, media) is played here.
+
+Without a backend they go straight to the hub, as in virtual time.
 """
 
 from __future__ import annotations
@@ -14,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from device.backends.base import HardwareBackend
+from device.backends.bridge import HardwareBridge
+from device.backends.sim import SimBackend
 from device.daemon import Daemon, DaemonConfig
 from device.journal import EventJournal
 from device.mqtt.link import MqttLink, Presence
@@ -26,6 +41,7 @@ from protocol.topics import DeviceChannel, Topics
 from protocol.upload import CODE_BAD_CHUNK_SIZE, CODE_TOO_LARGE, CODE_UNKNOWN_DEVICE
 from sim.runner import ScenarioRun
 from sim.scenario import Scenario, parse_scenario
+from sim.sensor_schedule import HardwareInputs, HardwareSink
 
 IDLE_SCENARIO: Final = """
 [scenario]
@@ -60,6 +76,17 @@ class LiveOptions:
     upload: UploadConfig = field(default_factory=UploadConfig)
     telemetry_interval_s: float = 10.0
     group: str | None = None
+    backend: HardwareBackend | None = None
+    """The hardware, not yet opened (the daemon opens and closes it); None: none."""
+
+
+def hardware_routing(backend: HardwareBackend | None) -> tuple[HardwareInputs, HardwareSink | None]:
+    """Where a scenario's hardware actions go with ``backend`` (the module docstring)."""
+    if backend is None:
+        return "hub", None
+    if isinstance(backend, SimBackend):
+        return "backend", backend.inject
+    return "external", None
 
 
 class LiveCamera:
@@ -67,12 +94,15 @@ class LiveCamera:
 
     def __init__(self, scenario: Scenario, options: LiveOptions, *, utc_now: dt.datetime) -> None:
         self.options = options
+        hardware_inputs, sink = hardware_routing(options.backend)
         self.run = ScenarioRun(
             scenario,
             options.data_dir,
             fresh=False,
             durability=Durability.RECORD,
             epoch_utc=utc_now,
+            hardware_inputs=hardware_inputs,
+            hardware_sink=sink,
         )
         camera = self.run.camera
         device = camera.device_id
@@ -112,6 +142,12 @@ class LiveCamera:
             rng=random.Random(f"link:{device}:{boot_id}"),
             subscriptions=Daemon.subscriptions(device, config),
         )
+        backend = options.backend
+        self.bridge = (
+            None
+            if backend is None
+            else HardwareBridge(camera, self.run.hub, capabilities=backend.capabilities)
+        )
         self.daemon = Daemon(
             camera,
             driver=self.run,
@@ -119,6 +155,8 @@ class LiveCamera:
             journal=self.journal,
             uploads=self.uploads,
             config=config,
+            backend=backend,
+            bridge=self.bridge,
         )
 
     def _release_fixable(self) -> list[RejectedSegment]:

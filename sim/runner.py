@@ -55,7 +55,7 @@ from sim.scenario_timeline import (
     Upload,
     Wake,
 )
-from sim.sensor_schedule import SensorSchedule
+from sim.sensor_schedule import HardwareInputs, HardwareSink, SensorSchedule
 from sim.uplink_model import UplinkModel
 
 Progress = Callable[[float, float], None]
@@ -88,7 +88,10 @@ class ScenarioRun:
     ``run`` plays it in virtual time, as fast as the CPU allows. A live driver (``bwc-sim run``)
     calls ``advance_to`` with the time its clock reads, then ``finish``; ``fresh=False`` lets it
     continue a data directory a previous run left (a restarted daemon), and ``durability``
-    overrides the scenario's (a live camera syncs like a real one).
+    overrides the scenario's (a live camera syncs like a real one). ``hardware_inputs`` and
+    ``hardware_sink`` say where the raw inputs of button, input and speed actions go
+    (``sim.sensor_schedule``): to the hub (the default), to a hardware backend, or nowhere
+    (real hardware plays them).
     """
 
     def __init__(
@@ -99,6 +102,8 @@ class ScenarioRun:
         fresh: bool = True,
         durability: Durability | None = None,
         epoch_utc: datetime | None = None,
+        hardware_inputs: HardwareInputs = "hub",
+        hardware_sink: HardwareSink | None = None,
     ) -> None:
         if fresh:
             _require_empty(out)
@@ -115,7 +120,7 @@ class ScenarioRun:
         self.battery = Battery(scenario.battery, 0.0)
         self.camera = self._new_camera(0.0)
         self.hub = SensorHub(self.camera, scenario.rules)
-        self.sensors = SensorSchedule()
+        self.sensors = SensorSchedule(hardware_inputs, hardware_sink)
         self._feed: MediaFeed | None = None
         self.activities: list[ActivitySpan] = []
         self._sensor_actions = 0
@@ -158,7 +163,7 @@ class ScenarioRun:
         """Play the timeline to the end; a camera still on at the end is switched off cleanly."""
         duration = self.scenario.duration_s
         for entry in self.scenario.timeline:
-            self.advance_to(entry.at_s)
+            self._play_to(entry.at_s)
             if progress is not None:
                 progress(entry.at_s, duration)
         self.finish()
@@ -177,33 +182,54 @@ class ScenarioRun:
             times.append(self.scenario.timeline[self._next_entry].at_s)
         return min((t for t in times if t is not None), default=None)
 
-    def advance_to(self, until: float) -> None:
-        """Play everything due up to ``until``: timeline entries (in order), inputs, media."""
+    def advance_to(self, until: float) -> float:
+        """Play everything due up to ``until``: timeline entries (in order), inputs, media.
+
+        Returns ``until``, or an earlier time when it stopped there to hand hardware inputs to
+        the sink (``hardware_inputs="backend"``): the caller lets the backend deliver them, so
+        they reach the camera at that time and not after what follows, then calls again.
+        """
         timeline = self.scenario.timeline
-        until = min(until, self.scenario.duration_s)
-        while self._next_entry < len(timeline) and timeline[self._next_entry].at_s <= until:
+        end = min(until, self.scenario.duration_s)
+        handed = self.sensors.handed
+        while self._next_entry < len(timeline) and timeline[self._next_entry].at_s <= end:
             entry = timeline[self._next_entry]
-            self._advance(entry.at_s)
+            reached = self._advance(entry.at_s)
+            if self.sensors.handed != handed:
+                return reached
             self._next_entry += 1
             self._apply(entry)
-        self._advance(until)
+        reached = self._advance(end)
+        return reached if self.sensors.handed != handed else until
+
+    def _play_to(self, until: float) -> None:
+        """``advance_to`` until it gets there (virtual time: the sink has what it was handed)."""
+        handed = -1
+        while handed != self.sensors.handed:
+            handed = self.sensors.handed
+            self.advance_to(until)
 
     def finish(self) -> None:
         """Play to the scenario's end and switch the camera off cleanly."""
         duration = self.scenario.duration_s
-        self.advance_to(duration)
+        self._play_to(duration)
         self._next_entry = len(self.scenario.timeline)
         self.camera.power_off(duration, "scenario ended")
         self.camera.audit.close()
 
-    def _advance(self, until: float) -> None:
-        """Feed media, raw sensor inputs and the camera's deadlines up to ``until``, in order."""
+    def _advance(self, until: float) -> float:
+        """Feed media, raw sensor inputs and the camera's deadlines up to ``until``, in order.
+
+        Returns ``until``, or the instant (at most ``until``) at which hardware inputs went to
+        the sink: it stops there.
+        """
         while True:
             step = self._next_due()
             if step is None or step > until:
                 self._feed_to(until)
-                return
+                return until
             self._feed_to(step)
+            handed = self.sensors.handed
             for at_s, deliver in self.sensors.pop_due(step):
                 if self.camera.state is not CameraState.OFF:
                     deliver(self.hub, at_s)
@@ -211,6 +237,8 @@ class ScenarioRun:
                 self.hub.handle_timeout(step)
             if (deadline := self.camera.next_deadline()) is not None and deadline <= step:
                 self.camera.handle_timeout(step)
+            if self.sensors.handed != handed:
+                return step
 
     def _next_due(self) -> float | None:
         times = [self.camera.next_deadline(), self.hub.next_deadline(), self.sensors.next_time()]

@@ -6,6 +6,17 @@ is scheduled at the moment the hardware would report it, and the runner hands it
 ``SensorHub`` then, so debouncing, gesture timers and detectors see the timing they would see on
 a real camera. Every random draw comes from a generator seeded by the device seed and the
 action's place in the timeline.
+
+Hardware actions (``HARDWARE_ACTIONS``: ``button``, ``input``, ``speed``) are what a bench
+microcontroller reports; where their raw inputs go is the schedule's ``hardware_inputs``:
+
+- ``"hub"`` (virtual time, ``bwc-sim scenario``): straight to the ``SensorHub`` at their instant;
+- ``"backend"``: as ``device.backends`` inputs (``ButtonInput``, ``LineInput``, ``SpeedInput``,
+  stamped with their instant as ``hw_time_s``) to ``sink`` at their instant, e.g.
+  ``SimBackend.inject``, so they reach the hub through the hardware bridge as serial input does;
+- ``"external"``: not at all; real or fake hardware plays them (the bench microcontroller
+  reads the same scenario file). The officer's stated reason before a hold is speech, not
+  hardware: it reaches the hub in every mode.
 """
 
 from __future__ import annotations
@@ -15,10 +26,12 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from device.backends.events import ButtonInput, HardwareInput, LineInput, SpeedInput
 from device.sensorhub import SensorHub
 from sim.scenario_timeline import Audio, Button, Gps, Imu, Input, Speed
 from sim.sensors import CLIPS, EPISODES, gps_track
@@ -30,6 +43,15 @@ Deliver = Callable[[SensorHub, float], None]
 FloatArray = npt.NDArray[np.float64]
 
 SensorAction = Button | Input | Speed | Imu | Audio | Gps
+
+HARDWARE_ACTIONS: Final = (Button, Input, Speed)
+"""Sensor actions a hardware backend reports (the rest are the camera's own sensors)."""
+
+HardwareInputs = Literal["hub", "backend", "external"]
+"""Where hardware actions' raw inputs go (module docstring)."""
+
+HardwareSink = Callable[[HardwareInput], None]
+"""Takes a hardware input at its instant (``SimBackend.inject``)."""
 
 NO_BOUNCE = replace(DEFAULT_MODEL, max_bounces=0)
 
@@ -47,7 +69,15 @@ class _Item:
 class SensorSchedule:
     """Raw inputs waiting for their time, in time order (ties in the order they were added)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, hardware_inputs: HardwareInputs = "hub", sink: HardwareSink | None = None
+    ) -> None:
+        if (hardware_inputs == "backend") != (sink is not None):
+            raise ValueError("a sink is needed with hardware_inputs='backend', and only then")
+        self.hardware_inputs = hardware_inputs
+        self._sink = sink
+        self.handed = 0
+        """Hardware inputs handed to the sink so far."""
         self._heap: list[_Item] = []
         self._seq = 0
 
@@ -78,15 +108,11 @@ class SensorSchedule:
             case Button():
                 self._button(at_s, action, seed)
             case Input(line=line, level=level, glitch_s=glitch_s):
+                self._hardware(LineInput(line, level, at_s))
                 if glitch_s > 0:  # the line flips and comes back: debouncing must eat it
-                    self.add(at_s, lambda hub, now: hub.line(line, level=level, now=now))
-                    self.add(
-                        at_s + glitch_s, lambda hub, now: hub.line(line, level=not level, now=now)
-                    )
-                else:
-                    self.add(at_s, lambda hub, now: hub.line(line, level=level, now=now))
+                    self._hardware(LineInput(line, not level, at_s + glitch_s))
             case Speed(kmh=kmh):
-                self.add(at_s, lambda hub, now: hub.vehicle_speed(kmh, now))
+                self._hardware(SpeedInput(kmh, at_s))
             case Imu(episode=name):
                 self._imu(at_s, name, seed)
             case Audio(clip=name):
@@ -104,7 +130,20 @@ class SensorSchedule:
         model = DEFAULT_MODEL if action.bounce else NO_BOUNCE
         edges = edges_for(action.gesture, at_s, rng, model)
         for time_s, pressed in edges:
-            self.add(time_s, _edge(pressed=pressed))
+            self._hardware(ButtonInput("event", pressed, time_s))
+
+    def _hardware(self, event: ButtonInput | LineInput | SpeedInput) -> None:
+        """Route one raw hardware input as ``hardware_inputs`` says."""
+        if self.hardware_inputs == "hub":
+            self.add(event.hw_time_s, functools.partial(_to_hub, event))
+        elif self._sink is not None:
+            self.add(event.hw_time_s, functools.partial(self._to_sink, self._sink, event))
+
+    def _to_sink(
+        self, sink: HardwareSink, event: HardwareInput, _hub: SensorHub, _n: float
+    ) -> None:
+        self.handed += 1
+        sink(event)
 
     def _imu(self, at_s: float, name: str, seed: int) -> None:
         episode = EPISODES[name](np.random.default_rng(seed))
@@ -127,12 +166,15 @@ class SensorSchedule:
             self.add(when, functools.partial(_gps_fix, when, fix))
 
 
-def _line(line: str, *, level: bool) -> Deliver:
-    return lambda hub, now: hub.line(line, level=level, now=now)
-
-
-def _edge(*, pressed: bool) -> Deliver:
-    return lambda hub, now: hub.button_edge(pressed=pressed, now=now)
+def _to_hub(event: ButtonInput | LineInput | SpeedInput, hub: SensorHub, now: float) -> None:
+    """The raw input straight to the hub (virtual time: no hardware clock to map)."""
+    match event:
+        case ButtonInput(pressed=pressed):
+            hub.button_edge(pressed=pressed, now=now)
+        case LineInput(line=line, level=level):
+            hub.line(line, level=level, now=now)
+        case SpeedInput(kmh=kmh):
+            hub.vehicle_speed(kmh, now)
 
 
 def _imu_batch(
