@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
+from device.auditformat import JsonValue
 from device.camera_audit import Decision, marker_document
 from device.camera_core import (
     BATTERY,
@@ -208,6 +209,12 @@ class Camera(CameraCore):
             stated_reason=request.reason,
         )
         return decision
+
+    def report_fault(self, code: str, message: str, now: float, **details: JsonValue) -> None:
+        """A fault found outside the camera core (its uploads, its audit shipping): audit record
+        ``code`` with ``message`` and ``details``, and a ``fault`` event (severity error)."""
+        self._trail.record(code, now, message=message, **details)
+        self.outbox.fault(self._utc(now), code, "error", message)
 
     # -- markers, categories, modes -----------------------------------------------------------
 

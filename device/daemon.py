@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from device.auditship import AuditShipper
 from device.backends.base import HardwareBackend
 from device.backends.bridge import HardwareBridge
 from device.backends.shell import HardwareShell, check_real_time
@@ -40,17 +41,11 @@ from device.commands import CommandHandler
 from device.journal import EventJournal
 from device.mqtt.errors import LinkDown, MqttLinkError, PublishUncertain
 from device.mqtt.link import LinkMessage, MqttLink
+from device.peers import apply_peer_message
 from device.telemetry import merge_counters, telemetry
-from device.triggers import TriggerEvent
 from device.uploads import UploadManager, UploadProgress
-from protocol.common import Trigger
 from protocol.errors import DecodeError
-from protocol.messages import (
-    PeerActivation,
-    PeerDeactivation,
-    decode_for_channel,
-    encode_message,
-)
+from protocol.messages import encode_message
 from protocol.publish import Publish
 from protocol.topics import DeviceChannel, DeviceTopic, GroupChannel, Topics
 
@@ -58,7 +53,6 @@ log = logging.getLogger(__name__)
 
 TICK_S: Final = 0.05
 """Longest the loop sleeps (real seconds): media is fed at least this often."""
-EARTH_RADIUS_M: Final = 6_371_000.0
 OUTPUT_FLUSH_S: Final = 1.0
 """At shutdown, how long the last outputs (LED off, "OFF") may take to reach the hardware."""
 
@@ -103,6 +97,7 @@ class Daemon:
         config: DaemonConfig,
         backend: HardwareBackend | None = None,
         bridge: HardwareBridge | None = None,
+        audit_ship: AuditShipper | None = None,
     ) -> None:
         if (backend is None) != (bridge is None):
             raise ValueError("a hardware backend needs a bridge to the camera, and only then")
@@ -134,7 +129,9 @@ class Daemon:
         self._journal_changed = asyncio.Event()
         self._journal_drained = asyncio.Event()
         """Set by the publisher when it found nothing left to publish; cleared by a new entry."""
+        self.audit_ship = audit_ship
         self._uploads_changed = asyncio.Event()
+        self._audit_changed = asyncio.Event()
         self._wake = asyncio.Event()
         self._advanced_to = 0.0
         """Camera time the driver has played to: hardware inputs are not placed before it."""
@@ -151,6 +148,7 @@ class Daemon:
         subs = [
             topics.device(camera_id, DeviceChannel.COMMAND),
             topics.device(camera_id, DeviceChannel.UPLOAD_ACK),
+            topics.device(camera_id, DeviceChannel.AUDIT_ACK),
         ]
         if config.group is not None:
             subs += [
@@ -191,6 +189,8 @@ class Daemon:
                 tasks.create_task(self._uploader()),
                 tasks.create_task(self._receiver()),
             ]
+            if self.audit_ship is not None:
+                workers.append(tasks.create_task(self._audit_shipper(self.audit_ship)))
             if self.hardware is not None:
                 workers += [
                     tasks.create_task(self.hardware.receive()),
@@ -255,6 +255,8 @@ class Daemon:
     def _send_telemetry(self, now: float) -> None:
         progress = self.uploads.progress()
         groups: list[tuple[str, Mapping[str, int]]] = [("", self.counters)]
+        if self.audit_ship is not None:
+            groups.append(("", self.audit_ship.progress().counters()))
         if self.hardware is not None:
             groups += self.hardware.telemetry_counters()
         message = telemetry(
@@ -307,10 +309,15 @@ class Daemon:
         while True:
             await self.link.connected.wait()
             self.uploads.link_up(self._max_message_size(), self.now())
+            if self.audit_ship is not None:
+                self.audit_ship.link_up(self.now(), max_message_size=self._max_message_size())
             self._uploads_changed.set()
+            self._audit_changed.set()
             self._journal_changed.set()
             await self.link.disconnected.wait()
             self.uploads.link_down(self.now())
+            if self.audit_ship is not None:
+                self.audit_ship.link_down(self.now())
 
     def _max_message_size(self) -> int | None:
         limit = self.link.max_packet_size
@@ -376,6 +383,36 @@ class Daemon:
         except MqttLinkError as error:
             log.warning("upload publish refused: %s", error)
 
+    async def _audit_shipper(self, shipper: AuditShipper) -> None:
+        """Ship the audit log's new lines, paced by the receiver's acks (docs/protocol.md)."""
+        audit = self.camera.audit
+        while True:
+            await self.link.connected.wait()
+            now = self.now()
+            if audit.unsynced:
+                audit.sync()  # ship only lines that would survive a power loss
+            shipper.handle_timeout(now)
+            for publish in shipper.poll(now):
+                with contextlib.suppress(PublishUncertain, LinkDown):
+                    await self.link.publish(publish.topic, publish.payload, qos=publish.qos)
+            if (problem := shipper.take_problem()) is not None:
+                log.warning("audit shipping stopped: %s", problem.message)
+                self.camera.report_fault(
+                    "audit_shipping_stopped",
+                    problem.message,
+                    now,
+                    problem=problem.code,
+                    offset=problem.offset,
+                    remote=problem.remote,
+                )
+                self._wake.set()
+            deadline = shipper.next_deadline()
+            wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / self.config.speed)
+            self._audit_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(wait_s, 1.0)):
+                    await self._audit_changed.wait()
+
     async def _receiver(self) -> None:
         async for message in self.link.messages():
             try:
@@ -399,6 +436,9 @@ class Daemon:
             elif topic.channel is DeviceChannel.UPLOAD_ACK:
                 self.uploads.on_message(message.topic, message.payload, now)
                 self._uploads_changed.set()
+            elif topic.channel is DeviceChannel.AUDIT_ACK and self.audit_ship is not None:
+                self.audit_ship.on_message(message.topic, message.payload, now)
+                self._audit_changed.set()
             return
         if topic.group != self.config.group:
             return
@@ -415,43 +455,11 @@ class Daemon:
 
     def _peer(self, payload: bytes, now: float) -> None:
         try:
-            message = decode_for_channel(GroupChannel.PEER, payload)
+            if apply_peer_message(self.camera, payload, now):
+                self.counters["peer_messages"] += 1
         except DecodeError as error:
             self.counters["bad_messages"] += 1
             log.info("bad peer message: %s", error)
-            return
-        if not isinstance(message, PeerActivation | PeerDeactivation):
-            return
-        if message.device == self.camera.device_id:
-            return  # our own broadcast
-        self.counters["peer_messages"] += 1
-        if isinstance(message, PeerActivation):
-            distance = _distance_m(self.camera.position, message.position)
-            event = TriggerEvent(
-                kind="peer",
-                source=f"peer:{message.device}",
-                peer=message.device,
-                group_master=message.master,
-                distance_m=distance,
-            )
-            self.camera.trigger(event, now)
-        else:
-            trigger = Trigger(kind="peer", source=f"peer:{message.device}")
-            self.camera.deactivate(trigger, message.reason, now)
-
-
-def _distance_m(
-    here: tuple[float, float] | None, there: tuple[float, float] | None
-) -> float | None:
-    """Great-circle distance between two positions, or None when either is unknown."""
-    if here is None or there is None:
-        return None
-    lat1, lon1, lat2, lon2 = map(math.radians, (*here, *there))
-    h = (
-        math.sin((lat2 - lat1) / 2) ** 2
-        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -42,7 +42,7 @@ from device.backends.registry import backend_class, open_backend
 from device.backends.shell import check_real_time
 from device.errors import ConfigError, DeviceError, HardwareError
 from device.identity import IDENTITY_FILE, DeviceIdentity, read_identity
-from device.mqtt.settings import BrokerSettings, parse_broker_url
+from device.mqtt.settings import BrokerSettings
 from device.store import ClosedSegment, manifest_path, read_signed_manifest, segment_name
 from device.uploads import Receipt, UploadConfig
 from sim.broker import PrivateBroker
@@ -266,6 +266,12 @@ async def _main(
         "pending": progress_now.queued_segments,
         "bytes": progress_now.verified_bytes,
     }
+    shipped = live.audit_ship.progress()
+    report["audit_log"] = {
+        "shipped_bytes": shipped.acked_bytes,
+        "pending_bytes": shipped.pending_bytes,
+        "problem": None if shipped.problem is None else shipped.problem.message,
+    }
     return report
 
 
@@ -285,9 +291,7 @@ async def _infrastructure(
                 markup=False,
                 soft_wrap=True,
             )
-        settings = parse_broker_url(
-            private.url, protocol="5" if private.kind == "mosquitto" else "3.1.1"
-        )
+        settings = private.settings()  # with its login when it is amqtt
         receiver_store = ReceiverStore(store)
         trust = TrustPolicy(receiver_store.trust, TrustMode.PINNED)
         service = ReceiverService(EvidenceReceiver(receiver_store, trust), settings)
@@ -359,7 +363,8 @@ def _print_human(console: Console, report: dict[str, Any]) -> None:
     console.print(
         f"uploads: {uploads['verified']} verified ({uploads['bytes']:,} bytes), "
         f"{uploads['rejected']} rejected, {uploads['pending']} pending; "
-        f"{len(report['compliance'])} compliance finding(s)",
+        f"{len(report['compliance'])} compliance finding(s); audit log: "
+        f"{report['audit_log']['shipped_bytes']:,} bytes at the receiver",
         markup=False,
         soft_wrap=True,
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from device.auditship import AuditShipConfig, AuditShipper
 from device.backends.base import HardwareBackend
 from device.backends.bridge import HardwareBridge
 from device.backends.sim import SimBackend
@@ -135,6 +136,14 @@ class LiveCamera:
             rng=random.Random(f"uploads:{device}:{boot_id}"),
         )
         self.released = self._release_fixable()
+        self.audit_ship = AuditShipper(
+            camera.audit.path,
+            options.data_dir / "uploads",
+            device,
+            topics,
+            config=AuditShipConfig(durable=options.upload.durable),
+            rng=random.Random(f"audit-ship:{device}:{boot_id}"),
+        )
         self.link = MqttLink(
             options.broker,
             client_id=device,
@@ -157,6 +166,7 @@ class LiveCamera:
             config=config,
             backend=backend,
             bridge=self.bridge,
+            audit_ship=self.audit_ship,
         )
 
     def _release_fixable(self) -> list[RejectedSegment]:
@@ -181,7 +191,14 @@ class LiveCamera:
         # ones, by the stop or by ``finish``) would otherwise not be counted as pending.
         self.uploads.refresh(self.daemon.now())
         progress = self.uploads.progress()
-        return progress.queued_segments == 0
+        return progress.queued_segments == 0 and self.audit_shipped()
+
+    def audit_shipped(self) -> bool:
+        """The receiver holds the whole audit log (or shipping stopped on a reported problem)."""
+        progress = self.audit_ship.progress()
+        if progress.problem is not None:
+            return True
+        return progress.acked_bytes >= self.run.camera.audit.path.stat().st_size
 
     async def play(self, stop: asyncio.Event, *, until_uploaded: bool) -> None:
         """Run until ``stop`` (with ``until_uploaded``: until the scenario is over and verified)."""

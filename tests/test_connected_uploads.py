@@ -63,6 +63,10 @@ async def test_a_recording_is_uploaded_verified_and_deleted(
     progress = live.uploads.progress()
     assert progress.verified_segments == 3
     assert progress.queued_segments == progress.rejected_segments == 0
+    # The audit log followed, byte for byte, up to the run's end (it closes the log last).
+    shipped = (store / "devices" / DEVICE / "audit.log").read_bytes()
+    assert shipped == (data / "audit.log").read_bytes()[: len(shipped)]
+    assert b'"kind":"segment_uploaded"' in shipped
 
 
 async def test_uploads_survive_the_broker_killed_mid_upload(
