@@ -310,6 +310,11 @@ class PrivateBroker:
             },
             "topic-check": {"enabled": False},
         }
+        # amqtt warns about every connection that sends no CONNECT, such as the readiness probe
+        # below: quiet it unless the user asked for debug logs.
+        amqtt_log = logging.getLogger("amqtt")
+        if not amqtt_log.isEnabledFor(logging.DEBUG):
+            amqtt_log.setLevel(logging.ERROR)
         broker = amqtt_broker.Broker(config)
         await broker.start()
         self._amqtt = broker
