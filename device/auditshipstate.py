@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from device.durable import TEMP_SUFFIX, atomic_write_bytes, storage_error, write_all
+from device.durable import atomic_write_bytes, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,7 @@ def load_record(path: Path) -> ShipRecord:
 
 def save_record(path: Path, record: ShipRecord, *, durable: bool) -> None:
     """Replace the state file atomically (and durably if ``durable``); ``StorageError`` if not."""
-    data = msgspec.json.encode(record)
-    if durable:
-        atomic_write_bytes(path, data)
-        return
-    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as exc:
-        raise storage_error("creating", temp, exc) from exc
-    try:
-        write_all(fd, data, temp)
-    finally:
-        os.close(fd)
-    try:
-        temp.replace(path)
-    except OSError as exc:
-        raise storage_error("moving into place", path, exc) from exc
+    atomic_write_bytes(path, msgspec.json.encode(record), sync=durable)
 
 
 def log_size(path: Path) -> int:

@@ -52,17 +52,22 @@ def fsync_directory(path: Path | str) -> None:
 
 
 def atomic_write_bytes(
-    path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True
+    path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True, sync: bool = True
 ) -> None:
     """Write ``data`` to ``path`` so that after a crash the file is either old or new, never torn.
 
     See ``atomic_write_chunks``.
     """
-    atomic_write_chunks(path, (data,), mode=mode, overwrite=overwrite)
+    atomic_write_chunks(path, (data,), mode=mode, overwrite=overwrite, sync=sync)
 
 
 def atomic_write_chunks(
-    path: Path, chunks: Iterable[bytes], *, mode: int = 0o644, overwrite: bool = True
+    path: Path,
+    chunks: Iterable[bytes],
+    *,
+    mode: int = 0o644,
+    overwrite: bool = True,
+    sync: bool = True,
 ) -> None:
     """Write the concatenated ``chunks`` to ``path`` atomically and durably.
 
@@ -70,10 +75,11 @@ def atomic_write_chunks(
     umask), written, fsynced, then moved into place and the directory fsynced. With
     ``overwrite=False`` the move is a hard link, which fails if ``path`` exists, so an existing
     file is never replaced (``StorageError``). Chunks are written as they come: a large payload
-    need not be held in memory.
+    need not be held in memory. ``sync=False`` skips both fsyncs (virtual-time runs, where
+    forcing the host's disk would measure the host): the write order and the rename stay.
     """
     temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-    _write_temp(temp, chunks, mode)
+    _write_temp(temp, chunks, mode, sync=sync)
     try:
         if overwrite:
             temp.replace(path)
@@ -84,10 +90,11 @@ def atomic_write_chunks(
         with contextlib.suppress(OSError):
             temp.unlink()
         raise storage_error("moving into place", path, exc) from exc
-    fsync_directory(path.parent)
+    if sync:
+        fsync_directory(path.parent)
 
 
-def _write_temp(temp: Path, chunks: Iterable[bytes], mode: int) -> None:
+def _write_temp(temp: Path, chunks: Iterable[bytes], mode: int, *, sync: bool) -> None:
     with contextlib.suppress(FileNotFoundError):
         # A temp file left by an earlier crash holds nothing anyone has been promised.
         temp.unlink()
@@ -103,7 +110,8 @@ def _write_temp(temp: Path, chunks: Iterable[bytes], mode: int) -> None:
             raise storage_error("setting the mode of", temp, exc) from exc
         for chunk in chunks:
             write_all(fd, chunk, temp)
-        fsync_fd(fd, temp)
+        if sync:
+            fsync_fd(fd, temp)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):

@@ -16,15 +16,13 @@ that decodes and names the segment's exact upload ID and SHA-256.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 
-from device.durable import TEMP_SUFFIX, atomic_write_bytes, storage_error, write_all
+from device.durable import atomic_write_bytes, storage_error
 from protocol.manifest import SignedManifest
 
 SEGMENTS_DIR: Final = "segments"
@@ -136,24 +134,7 @@ class UploadStateDir:
     # -- internals -----------------------------------------------------------------------------
 
     def _write(self, path: Path, data: bytes) -> None:
-        if self._durable:
-            atomic_write_bytes(path, data)
-            return
-        temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            raise storage_error("creating", temp, exc) from exc
-        try:
-            write_all(fd, data, temp)
-        finally:
-            os.close(fd)
-        try:
-            temp.replace(path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise storage_error("moving into place", path, exc) from exc
+        atomic_write_bytes(path, data, sync=self._durable)
 
 
 def _read(path: Path, kind: type[_T]) -> _T | None:
