@@ -4,11 +4,17 @@
 virtual-time runner consumes, or raise one ``ConfigFileError`` whose message names the file, the
 line, the field and what was expected. Parsing is strict: unknown tables and keys, wrong types
 and out-of-range values are all errors. The format is documented in ``docs/scenarios.md``.
+
+A ``[fleet]`` table (``sim.fleet_spec``) makes it a fleet's: several cameras sharing the policy,
+media and battery, whose timeline entries may name the cameras they happen to.
+``Scenario.camera_scenarios`` splits it into one single-camera scenario per camera, which is what
+``sim.fleet_run.FleetRun`` plays.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import os
 from dataclasses import dataclass, fields, replace
@@ -35,6 +41,7 @@ from device.tomlfields import (
 from device.validate import check_bool, check_number
 from protocol.ids import is_safe_id
 from protocol.vocabulary import ClockSource
+from sim.fleet_spec import Fleet, FleetDevice, parse_fleet
 from sim.media import VIDEO_PRESETS, AudioProfile, VideoProfile
 from sim.scenario_timeline import (
     ACTIONS,
@@ -64,6 +71,8 @@ __all__ = [
     "ConfigFileError",
     "DeviceSpec",
     "DoublePress",
+    "Fleet",
+    "FleetDevice",
     "Hold",
     "PowerLoss",
     "PowerOff",
@@ -86,6 +95,8 @@ DEFAULT_EPOCH_UTC: Final = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEFAULT_VIDEO_PRESET: Final = "720p30"
 
 SECTIONS: Final = ("scenario", "device", "policy", "media", "battery", "timeline")
+FLEET: Final = "fleet"
+"""The table that makes a scenario a fleet's (``sim.fleet_spec``)."""
 _AUDIO_KEYS: Final = {
     "audio": "enabled",
     "audio_bitrate_bps": "bitrate_bps",
@@ -139,6 +150,7 @@ class Scenario:
     battery: BatteryConfig
     timeline: tuple[TimelineEntry, ...]
     source: str
+    fleet: Fleet | None = None
 
     def __post_init__(self) -> None:
         check_number("scenario", "duration_s", self.duration_s, 0.0, MAX_DURATION_S, integer=False)
@@ -147,6 +159,35 @@ class Scenario:
         times = [entry.at_s for entry in self.timeline]
         if times != sorted(times) or any(not 0 <= t <= self.duration_s for t in times):
             raise ConfigError("scenario.timeline must be sorted by at_s, within the duration")
+        ids = set(() if self.fleet is None else self.fleet.ids)
+        for entry in self.timeline:
+            if entry.cameras is not None and not ids.issuperset(entry.cameras):
+                raise ConfigError(
+                    f"scenario.timeline entry at line {entry.line} names cameras that are not "
+                    f"in the fleet: {sorted(set(entry.cameras) - ids)}"
+                )
+
+    def camera_scenarios(self) -> tuple[Scenario, ...]:
+        """One single-camera scenario per camera: a fleet's, or this one alone.
+
+        Each keeps the shared policy, media and battery, gets its camera's ID, seed and the
+        timeline entries that happen to it, and has no fleet: a ``ScenarioRun`` plays it.
+        """
+        if self.fleet is None:
+            return (self,)
+        return tuple(
+            replace(
+                self,
+                device=replace(self.device, id=camera.id, seed=camera.seed),
+                timeline=tuple(
+                    replace(entry, cameras=None)
+                    for entry in self.timeline
+                    if entry.applies_to(camera.id)
+                ),
+                fleet=None,
+            )
+            for camera in self.fleet.cameras
+        )
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -158,16 +199,17 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     """Parse scenario ``text``; ``source`` names it in error messages."""
     data, doc = parse_document(text, source)
-    doc.check_keys((), data, SECTIONS, what="table")
+    _check_sections(doc, data)
     for required in ("scenario", "device"):
         if required not in data:
             raise doc.error((required,), f"missing; add a [{required}] table")
     name, duration_s = _header(doc, doc.table(("scenario",), data["scenario"]))
-    device = build(doc, ("device",), DeviceSpec, doc.table(("device",), data["device"]))
+    device, fleet = _devices(doc, data)
     agency = _policy(doc, _section(doc, data, "policy"), source)
     video, audio = _media(doc, _section(doc, data, "media"))
     battery = build(doc, ("battery",), BatteryConfig, _section(doc, data, "battery"))
-    timeline = parse_timeline(doc, data.get("timeline", []), duration_s)
+    cameras = None if fleet is None else fleet.ids
+    timeline = parse_timeline(doc, data.get("timeline", []), duration_s, cameras)
     return Scenario(
         name=name or _default_name(source),
         duration_s=duration_s,
@@ -180,7 +222,37 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         battery=battery,
         timeline=timeline,
         source=source,
+        fleet=fleet,
     )
+
+
+def _check_sections(doc: Document, data: dict[str, Any]) -> None:
+    """Unknown tables are errors; ``[fleet]`` is named in the message only to a near miss."""
+    for key in data:
+        if key not in (*SECTIONS, FLEET):
+            near = difflib.get_close_matches(key, [*SECTIONS, FLEET], n=1) == [FLEET]
+            names = [*SECTIONS, FLEET] if near else list(SECTIONS)
+            raise doc.error((key,), unknown(key, names, "table"))
+
+
+def _devices(doc: Document, data: dict[str, Any]) -> tuple[DeviceSpec, Fleet | None]:
+    """``[device]``, and ``[fleet]`` if there is one.
+
+    In a fleet ``[device]`` holds what the cameras share (the root seed, the clock); the IDs come
+    from ``[fleet]``, and ``device.id`` is the first camera's.
+    """
+    table = doc.table(("device",), data["device"])
+    if FLEET not in data:
+        return build(doc, ("device",), DeviceSpec, table), None
+    if "id" in table:
+        reason = "a fleet scenario names its cameras in [fleet] (ids, or count); remove device.id"
+        raise doc.error(("device", "id"), reason)
+    fleet_table = doc.table((FLEET,), data[FLEET])
+    seed_only = {key: value for key, value in table.items() if key == "seed"}
+    root_seed = build(doc, ("device",), DeviceSpec, seed_only, id="fleet").seed
+    fleet = parse_fleet(doc, fleet_table, root_seed)
+    device = build(doc, ("device",), DeviceSpec, table, id=fleet.ids[0])
+    return device, fleet
 
 
 def _policy(doc: Document, table: dict[str, Any], source: str) -> AgencyPolicy:

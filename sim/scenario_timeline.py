@@ -9,7 +9,7 @@ dispatches with ``match entry.params: case Hold(reason=reason): ...`` and ``asse
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, Literal, TypeAlias, get_args
@@ -28,6 +28,7 @@ from device.tomlfields import (
 )
 from device.tomllines import Path
 from device.triggers import LEVEL_KINDS
+from sim.fleet_spec import resolve_cameras
 
 ClockSetSource = Literal["sync", "gps", "manual"]
 """Where a ``set_clock`` learns UTC from (``protocol.vocabulary.ClockSource`` minus "unset")."""
@@ -388,6 +389,10 @@ ACTIONS: Final[Mapping[str, type[Action]]] = MappingProxyType(
 """Action classes by their name in the file (``do = "..."``), in documentation order."""
 
 _ENTRY_KEYS: Final = ("at", "do")
+_CAMERA_KEY: Final = "camera"
+_NOT_A_FLEET: Final = (
+    "only the entries of a fleet scenario name a camera; add a [fleet] table to run several"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,17 +400,26 @@ class TimelineEntry:
     """One timeline step: at ``at_s`` seconds of virtual time, ``params`` happens.
 
     ``action`` is the action's name (``params.name``); ``line`` is the line of its
-    ``[[timeline]]`` header, for messages about it.
+    ``[[timeline]]`` header, for messages about it. ``cameras``: in a fleet scenario, the IDs of
+    the cameras it happens to (``camera = ...``); None means every camera (and is all a
+    single-camera scenario has).
     """
 
     at_s: float
     action: str
     params: Action
     line: int
+    cameras: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.action != self.params.name:
             raise ConfigError(f"TimelineEntry.action {self.action!r} != {self.params.name!r}")
+        if self.cameras is not None and not self.cameras:
+            raise ConfigError("TimelineEntry.cameras names no camera (None means every camera)")
+
+    def applies_to(self, camera: str) -> bool:
+        """Whether this entry happens to ``camera`` (of a fleet)."""
+        return self.cameras is None or camera in self.cameras
 
 
 def parameters(action: str) -> tuple[str, ...]:
@@ -413,26 +427,39 @@ def parameters(action: str) -> tuple[str, ...]:
     return (*_ENTRY_KEYS, *(f.name for f in fields(ACTIONS[action])))
 
 
-def parse_timeline(doc: Document, value: object, duration_s: float) -> tuple[TimelineEntry, ...]:
-    """The ``[[timeline]]`` entries, checked, sorted by time (file order among equal times)."""
+def parse_timeline(
+    doc: Document, value: object, duration_s: float, cameras: Sequence[str] | None = None
+) -> tuple[TimelineEntry, ...]:
+    """The ``[[timeline]]`` entries, checked, sorted by time (file order among equal times).
+
+    ``cameras``: the IDs of a fleet scenario's cameras, which entries may name with ``camera``;
+    None for a single-camera scenario, whose entries may not.
+    """
     if not isinstance(value, list):
         raise doc.error(("timeline",), f"must be [[timeline]] tables, got {describe(value)}")
-    entries = [_entry(doc, index, item, duration_s) for index, item in enumerate(value)]
+    entries = [_entry(doc, index, item, duration_s, cameras) for index, item in enumerate(value)]
     return tuple(sorted(entries, key=lambda entry: entry.at_s))
 
 
-def _entry(doc: Document, index: int, item: object, duration_s: float) -> TimelineEntry:
+def _entry(
+    doc: Document, index: int, item: object, duration_s: float, cameras: Sequence[str] | None
+) -> TimelineEntry:
     path = ("timeline", index)
     table = doc.table(path, item)
     action = _action_name(doc, path, table)
     at_s = _at(doc, path, table, duration_s)
-    allowed = parameters(action)
+    allowed = parameters(action) if cameras is None else (*parameters(action), _CAMERA_KEY)
     for key in table:
+        if key == _CAMERA_KEY and cameras is None:
+            raise doc.error((*path, key), _NOT_A_FLEET)
         if key not in allowed:
             raise doc.error((*path, key), unknown(key, list(allowed), f"{action} parameter"))
-    given = {key: value for key, value in table.items() if key not in _ENTRY_KEYS}
+    given = {key: value for key, value in table.items() if key not in (*_ENTRY_KEYS, _CAMERA_KEY)}
     params = build(doc, path, ACTIONS[action], given)
-    return TimelineEntry(at_s, action, params, doc.line(path))
+    targets = None
+    if cameras is not None and _CAMERA_KEY in table:
+        targets = resolve_cameras(doc, (*path, _CAMERA_KEY), table[_CAMERA_KEY], cameras)
+    return TimelineEntry(at_s, action, params, doc.line(path), targets)
 
 
 def _action_name(doc: Document, path: Path, table: dict[str, object]) -> str:
