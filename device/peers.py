@@ -29,18 +29,22 @@ def apply_peer_message(camera: Camera, payload: bytes, now: float) -> bool:
     if message.device == camera.device_id:
         return False  # our own broadcast
     if isinstance(message, PeerActivation):
-        event = TriggerEvent(
-            kind="peer",
-            source=f"peer:{message.device}",
-            peer=message.device,
-            group_master=message.master,
-            distance_m=distance_m(camera.position, message.position),
-        )
-        camera.trigger(event, now)
+        camera.trigger(peer_trigger(message, camera.position), now)
     else:
         trigger = Trigger(kind="peer", source=f"peer:{message.device}")
         camera.deactivate(trigger, message.reason, now)
     return True
+
+
+def peer_trigger(message: PeerActivation, here: tuple[float, float] | None) -> TriggerEvent:
+    """The trigger a peer's activation broadcast is, for a camera at ``here``."""
+    return TriggerEvent(
+        kind="peer",
+        source=f"peer:{message.device}",
+        peer=message.device,
+        group_master=message.master,
+        distance_m=distance_m(here, message.position),
+    )
 
 
 def distance_m(here: tuple[float, float] | None, there: tuple[float, float] | None) -> float | None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
+from device.errors import ConfigError
 from protocol.serial import (
     Battery,
     Button,
@@ -345,6 +346,11 @@ def plan_scenario(scenario: Scenario, *, taser_triggers: bool = False) -> list[T
     ``taser_arc`` as TASER frames; off by default because the camera's own scenario runner plays
     ``trigger`` actions itself, so a host playing the same file would see them twice.
     """
+    if scenario.fleet is not None:
+        raise ConfigError(
+            "this scenario declares a fleet of cameras; a bench microcontroller plays one camera's"
+            " hardware (use a single-camera scenario)"
+        )
     planned: list[TimedInput] = []
     sensor_actions = 0
     for entry in scenario.timeline:

@@ -112,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
             if args.scenario
             else idle_scenario(_device_of(args.data_dir), 1)
         )
+        if scenario.fleet is not None:
+            raise ConfigError(
+                f"{args.scenario} declares a fleet of cameras: play it in virtual time with "
+                "bwc-sim scenario; bwc-sim run runs one camera"
+            )
         if any(entry.action == "power_loss" for entry in scenario.timeline):
             raise ConfigError(
                 "power_loss is played in virtual time only (bwc-sim scenario); in real time "

@@ -23,8 +23,7 @@ from typing import Final, Literal
 from device.camera import Camera, CameraState
 from device.decide import Act, decide_trigger
 from device.errors import ConfigError
-from device.peers import apply_peer_message, distance_m
-from device.triggers import TriggerEvent
+from device.peers import apply_peer_message, distance_m, peer_trigger
 from protocol.messages import AnyPeerMessage, PeerActivation, encode_message
 from sim.fleet_spec import Position
 from sim.runner import ScenarioRun
@@ -241,13 +240,7 @@ def _must_catch_up(camera: Camera, message: AnyPeerMessage, at: float) -> bool:
         return True
     if not isinstance(message, PeerActivation):
         return False
-    event = TriggerEvent(
-        kind="peer",
-        source=f"peer:{message.device}",
-        peer=message.device,
-        group_master=message.master,
-        distance_m=distance_m(camera.position, message.position),
-    )
+    event = peer_trigger(message, camera.position)
     verdict = decide_trigger(
         event, camera.rules, camera.levels, at, sleeping=False, recording=False
     )
