@@ -38,6 +38,7 @@ from device.backends.bridge import HardwareBridge
 from device.backends.shell import HardwareShell, check_real_time
 from device.camera import Camera, CameraState
 from device.commands import CommandHandler
+from device.errors import ConfigError
 from device.journal import EventJournal
 from device.mqtt.errors import LinkDown, MqttLinkError, PublishUncertain
 from device.mqtt.link import LinkMessage, MqttLink
@@ -52,7 +53,11 @@ from protocol.topics import DeviceChannel, DeviceTopic, GroupChannel, Topics
 log = logging.getLogger(__name__)
 
 TICK_S: Final = 0.05
-"""Longest the loop sleeps (real seconds): media is fed at least this often."""
+"""Longest the loop sleeps by default (real seconds): media is fed at least this often."""
+POLL_S: Final = 1.0
+"""Longest the uploader and the audit shipper wait for news by default (real seconds); also how
+often (camera seconds, while the loop is awake) the upload queue looks for new segments when
+nothing was audited (a closed segment always is)."""
 OUTPUT_FLUSH_S: Final = 1.0
 """At shutdown, how long the last outputs (LED off, "OFF") may take to reach the hardware."""
 
@@ -74,13 +79,44 @@ class Driver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    """How the daemon runs. ``group``: the camera's group for peer activation (None: none)."""
+    """How the daemon runs. ``group``: the camera's group for peer activation (None: none).
+
+    ``max_tick_s`` is the longest the camera loop sleeps (real seconds): ``TICK_S`` suits a
+    driver that must be called often to feed media smoothly; a driver whose ``next_time`` says
+    when it needs feeding (a lazy ``ScenarioRun``, in fleets) lets a camera sleep until its next
+    deadline. ``poll_s`` is the longest the uploader and the audit shipper wait without news
+    (acks, link changes, new segments and audit lines wake them), and how often the upload queue
+    looks for segments when nothing was audited: a safety net.
+    """
 
     telemetry_interval_s: float = 10.0
     group: str | None = None
     authorized: frozenset[str] | None = None
     speed: float = 1.0
     topics: Topics = field(default_factory=Topics)
+    max_tick_s: float = TICK_S
+    poll_s: float = POLL_S
+
+    def __post_init__(self) -> None:
+        for name in ("telemetry_interval_s", "speed", "max_tick_s", "poll_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ConfigError(f"daemon: {name} must be a finite number > 0, not {value!r}")
+
+
+@dataclass(slots=True)
+class DaemonStats:
+    """What the daemon's workers did, for a fleet's counters (not sent in telemetry)."""
+
+    telemetry_sent: int = 0
+    telemetry_failed: int = 0
+    journal_published: int = 0
+    publish_uncertain: int = 0
+    """Publishes that timed out or were interrupted (journal, uploads, audit log)."""
+    publish_refused: int = 0
+    """Publishes the client or the broker refused (journal, uploads)."""
+    handler_errors: int = 0
+    """Incoming messages whose handling raised (the receiver's supervisor caught it)."""
 
 
 class Daemon:
@@ -98,7 +134,11 @@ class Daemon:
         backend: HardwareBackend | None = None,
         bridge: HardwareBridge | None = None,
         audit_ship: AuditShipper | None = None,
+        settle: Callable[[float], None] | None = None,
     ) -> None:
+        """``settle(now)``, if given, is called before the camera acts on something the driver
+        does not see (a command, a peer's message, a hardware input): a lazy driver fills the
+        pre-event buffer up to ``now`` there (``sim.runner.ScenarioRun.settle``)."""
         if (backend is None) != (bridge is None):
             raise ValueError("a hardware backend needs a bridge to the camera, and only then")
         self.hardware: HardwareShell | None = None
@@ -139,7 +179,10 @@ class Daemon:
         self._next_telemetry = 0.0
         self._last_refresh = -math.inf
         self._telemetry: bytes | None = None
+        self._settle = settle
+        self._audit_seq = -1
         self.counters: dict[str, int] = {"commands": 0, "peer_messages": 0, "bad_messages": 0}
+        self.stats = DaemonStats()
 
     @staticmethod
     def subscriptions(camera_id: str, config: DaemonConfig) -> list[str]:
@@ -188,6 +231,7 @@ class Daemon:
                 tasks.create_task(self._publisher()),
                 tasks.create_task(self._uploader()),
                 tasks.create_task(self._receiver()),
+                tasks.create_task(self._wake_on(stop)),
             ]
             if self.audit_ship is not None:
                 workers.append(tasks.create_task(self._audit_shipper(self.audit_ship)))
@@ -216,13 +260,15 @@ class Daemon:
     async def _main(self, stop: asyncio.Event, finished: Callable[[], bool] | None) -> None:
         while not stop.is_set():
             now = self.now()
-            reached = self.driver.advance_to(now)
-            self._advanced_to = now if reached is None else reached
+            # Not past where a hardware input held back after a serial loss may still belong.
+            until = now if self.hardware is None else self.hardware.horizon(now)
+            reached = self.driver.advance_to(until)
+            self._advanced_to = until if reached is None else reached
             self._collect(now)
             self._show()
             if finished is not None and finished():
                 return
-            await self._sleep_until_due(now, stop)
+            await self._sleep_until_due(until, stop)
 
     def _collect(self, now: float) -> None:
         """Move what the camera produced into the journal and the upload manager."""
@@ -233,14 +279,23 @@ class Daemon:
             message = camera.outbox.group.popleft()
             if self._peer_topic is not None:
                 self._journal(self._peer_topic, encode_message(message))
-        if now - self._last_refresh >= 1.0:
-            self._last_refresh = now
-            self.uploads.set_critical(camera.critical)
-            self.uploads.refresh(now)
-            self._uploads_changed.set()
+        audited = camera.audit.next_seq
+        if audited != self._audit_seq:
+            # A segment closed, a recording was categorized...: every such change is audited.
+            self._audit_seq = audited
+            self._audit_changed.set()  # new lines: ship them now rather than at the next poll
+            self._refresh_uploads(now)
+        elif now - self._last_refresh >= self.config.poll_s:
+            self._refresh_uploads(now)
         if now >= self._next_telemetry:
             self._next_telemetry = now + self.config.telemetry_interval_s
             self._send_telemetry(now)
+
+    def _refresh_uploads(self, now: float) -> None:
+        self._last_refresh = now
+        self.uploads.set_critical(self.camera.critical)
+        self.uploads.refresh(now)
+        self._uploads_changed.set()
 
     def _journal(self, topic: str, payload: bytes) -> None:
         self.journal.append(topic, payload)
@@ -272,12 +327,19 @@ class Daemon:
 
     async def _sleep_until_due(self, now: float, stop: asyncio.Event) -> None:
         due = [self.driver.next_time(), self.uploads.next_deadline(), self._next_telemetry]
-        target = min((d for d in due if d is not None), default=now + 1.0)
-        wait_s = max(0.0, min(TICK_S, (target - now) / self.config.speed))
+        target = min((d for d in due if d is not None), default=now + self.config.max_tick_s)
+        wait_s = max(0.0, min(self.config.max_tick_s, (target - now) / self.config.speed))
         self._wake.clear()
+        if stop.is_set():
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
-                await _first(self._wake, stop)
+                await self._wake.wait()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        # One waiter for the daemon's life rather than two tasks per sleep of the camera loop.
+        await stop.wait()
+        self._wake.set()
 
     async def _flush_journal_briefly(self) -> None:
         """On shutdown, give connected publishing a moment to empty the journal."""
@@ -299,6 +361,8 @@ class Daemon:
         while (reached := self.driver.advance_to(until)) is not None and reached < until:
             pass
         self._advanced_to = max(self._advanced_to, until)
+        if self._settle is not None:
+            self._settle(until)
 
     def _wake_loop(self) -> None:
         self._wake.set()
@@ -330,8 +394,11 @@ class Daemon:
             await self.link.connected.wait()
             snapshot, self._telemetry = self._telemetry, None
             if snapshot is not None:
-                with contextlib.suppress(MqttLinkError):
+                try:
                     await self.link.publish(self._telemetry_topic, snapshot, qos=0)
+                    self.stats.telemetry_sent += 1
+                except MqttLinkError:
+                    self.stats.telemetry_failed += 1
             entries = self.journal.pending()
             if not entries:
                 self._journal_drained.set()
@@ -342,11 +409,15 @@ class Daemon:
                 try:
                     await self.link.publish(entry.topic, entry.payload, qos=1)
                 except PublishUncertain:
+                    self.stats.publish_uncertain += 1
                     break  # unknown: publish it again (receivers drop duplicates by ID)
                 except MqttLinkError as error:
+                    if not isinstance(error, LinkDown):
+                        self.stats.publish_refused += 1
                     log.info("journal publish paused: %s", error)
                     break
                 self.journal.mark_published(entry.seq)
+                self.stats.journal_published += 1
 
     async def _uploader(self) -> None:
         """Carry out the upload manager's publishes; wake on acks, link changes and deadlines.
@@ -367,20 +438,23 @@ class Daemon:
                     await asyncio.sleep(0)  # let them reach paho before polling again
                     continue
                 deadline = self.uploads.next_deadline()
-                wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / self.config.speed)
+                poll_s = self.config.poll_s
+                wait_s = poll_s if deadline is None else (deadline - now) / self.config.speed
                 self._uploads_changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(wait_s, 1.0)):
+                    async with asyncio.timeout(max(0.0, min(wait_s, poll_s))):
                         await self._uploads_changed.wait()
 
     async def _publish_upload(self, publish: Publish) -> None:
         try:
             await self.link.publish(publish.topic, publish.payload, qos=publish.qos)
         except PublishUncertain:
-            pass  # may arrive later; the ack timeout resends what the receiver did not commit
+            # May arrive later; the ack timeout resends what the receiver did not commit.
+            self.stats.publish_uncertain += 1
         except LinkDown:
             pass  # the watcher tells the manager; it re-offers after the reconnect
         except MqttLinkError as error:
+            self.stats.publish_refused += 1
             log.warning("upload publish refused: %s", error)
 
     async def _audit_shipper(self, shipper: AuditShipper) -> None:
@@ -393,8 +467,12 @@ class Daemon:
                 audit.sync()  # ship only lines that would survive a power loss
             shipper.handle_timeout(now)
             for publish in shipper.poll(now):
-                with contextlib.suppress(PublishUncertain, LinkDown):
+                try:
                     await self.link.publish(publish.topic, publish.payload, qos=publish.qos)
+                except PublishUncertain:
+                    self.stats.publish_uncertain += 1
+                except LinkDown:
+                    pass
             if (problem := shipper.take_problem()) is not None:
                 log.warning("audit shipping stopped: %s", problem.message)
                 self.camera.report_fault(
@@ -407,10 +485,11 @@ class Daemon:
                 )
                 self._wake.set()
             deadline = shipper.next_deadline()
-            wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / self.config.speed)
+            poll_s = self.config.poll_s
+            wait_s = poll_s if deadline is None else (deadline - now) / self.config.speed
             self._audit_changed.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(wait_s, 1.0)):
+                async with asyncio.timeout(max(0.0, min(wait_s, poll_s))):
                     await self._audit_changed.wait()
 
     async def _receiver(self) -> None:
@@ -419,6 +498,7 @@ class Daemon:
                 self._handle(message)
             except Exception:  # a supervisor: nothing a peer sends may stop the daemon
                 self.counters["bad_messages"] += 1
+                self.stats.handler_errors += 1
                 log.exception("message on %s could not be handled", message.topic)
 
     def _handle(self, message: LinkMessage) -> None:
@@ -449,24 +529,18 @@ class Daemon:
         self._wake.set()
 
     def _command(self, payload: bytes, now: float) -> None:
+        if self._settle is not None:
+            self._settle(now)
         self.counters["commands"] += 1
         self._journal(self._reply_topic, self.commands.handle(payload, now))
         self._wake.set()
 
     def _peer(self, payload: bytes, now: float) -> None:
+        if self._settle is not None:
+            self._settle(now)
         try:
             if apply_peer_message(self.camera, payload, now):
                 self.counters["peer_messages"] += 1
         except DecodeError as error:
             self.counters["bad_messages"] += 1
             log.info("bad peer message: %s", error)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Wait until any of ``events`` is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

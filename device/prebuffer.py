@@ -3,7 +3,8 @@
 Payload bytes live in one preallocated numpy ring (the arena, ``max_bytes`` long) and metadata in a
 preallocated numpy structured ring of records, so a push allocates nothing that outlives the call.
 Both are FIFO: trimming removes a prefix, always whole GOPs, so the buffer starts on a keyframe.
-The exact rules are in docs/camera.md.
+The exact rules are in docs/camera.md. Both rings are made at the first stored packet, and an
+empty buffer can give them back (``release``): a camera that is never fed costs no arena.
 """
 
 from __future__ import annotations
@@ -135,15 +136,32 @@ class PreEventBuffer:
         self._config = config if config is not None else PreEventBufferConfig()
         self._cap = self._config.max_bytes
         self._slots = self._config.packet_capacity
-        # np.empty: pages are committed on the first lap rather than all at start-up.
-        self._arena: npt.NDArray[np.uint8] = np.empty(self._cap, dtype=np.uint8)
-        self._view = self._arena.data
-        self._records = np.zeros(self._slots, dtype=_RECORD)
-        self._pts: npt.NDArray[np.float64] = self._records["pts"]  # views, made once
-        self._starts: npt.NDArray[np.int64] = self._records["start"]
-        self._keyframes: npt.NDArray[np.int64] = np.zeros(self._slots, dtype=np.int64)
+        self._allocate(0, 0)  # the real arena and index come with the first stored packet
         self._counts = dict.fromkeys(BufferStats.__dataclass_fields__, 0)
         self._reset()
+
+    def _allocate(self, arena_bytes: int, slots: int) -> None:
+        # np.empty: pages are committed on the first lap rather than all at start-up.
+        self._arena: npt.NDArray[np.uint8] = np.empty(arena_bytes, dtype=np.uint8)
+        self._view = self._arena.data
+        self._records = np.zeros(slots, dtype=_RECORD)
+        self._pts: npt.NDArray[np.float64] = self._records["pts"]  # views, made once
+        self._starts: npt.NDArray[np.int64] = self._records["start"]
+        self._keyframes: npt.NDArray[np.int64] = np.zeros(slots, dtype=np.int64)
+        self._allocated = slots > 0
+
+    def release(self) -> bool:
+        """Give the arena and the record index back to the allocator, if the buffer is empty.
+
+        A buffer allocates them at its first stored packet; one that was drained (the camera is
+        recording) or cleared holds pages it may not need for a long time. The next stored
+        packet allocates them again (its pages are committed as they are written). Returns
+        whether anything was released.
+        """
+        if not self._allocated or len(self):
+            return False
+        self._allocate(0, 0)
+        return True
 
     def _reset(self) -> None:
         # Sequence numbers only grow while filling; slot = seq % capacity, arena offset likewise.
@@ -218,6 +236,8 @@ class PreEventBuffer:
         return True
 
     def _store(self, packet: Packet, source: PayloadSource, *, video: bool) -> None:
+        if not self._allocated:
+            self._allocate(self._cap, self._slots)
         seq, start, size = self._rec_tail, self._byte_tail, packet.size
         self._write(packet, source, start % self._cap)
         self._records[seq % self._slots] = (
@@ -329,6 +349,18 @@ class PreEventBuffer:
 
     def __len__(self) -> int:
         return self._rec_tail - self._rec_head
+
+    @property
+    def allocated(self) -> bool:
+        """Whether the arena and the index are allocated (``release`` gives them back)."""
+        return self._allocated
+
+    @property
+    def first_pts_s(self) -> float | None:
+        """Pts of the oldest held packet (a video keyframe), None when empty."""
+        if self._rec_tail == self._rec_head:
+            return None
+        return float(self._pts[self._rec_head % self._slots])
 
     @property
     def config(self) -> PreEventBufferConfig:

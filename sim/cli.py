@@ -12,7 +12,16 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from sim import cli_bench, cli_decode, cli_demo, cli_receiver, cli_run, cli_scenario, cli_verify
+from sim import (
+    cli_bench,
+    cli_decode,
+    cli_demo,
+    cli_fleet,
+    cli_receiver,
+    cli_run,
+    cli_scenario,
+    cli_verify,
+)
 from sim.tuning import tune_allocator
 
 EXIT_OK = 0
@@ -45,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_receiver.register(commands)
     cli_run.register(commands)
     cli_bench.register(commands)
+    cli_fleet.register(commands)
     return parser
 
 

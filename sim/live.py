@@ -30,7 +30,7 @@ from device.auditship import AuditShipConfig, AuditShipper
 from device.backends.base import HardwareBackend
 from device.backends.bridge import HardwareBridge
 from device.backends.sim import SimBackend
-from device.daemon import Daemon, DaemonConfig
+from device.daemon import POLL_S, TICK_S, Daemon, DaemonConfig
 from device.journal import EventJournal
 from device.mqtt.link import MqttLink, Presence
 from device.mqtt.settings import BrokerSettings
@@ -40,6 +40,7 @@ from device.uploads import RejectedSegment, UploadConfig, UploadManager
 from protocol.messages import encode_message
 from protocol.topics import DeviceChannel, Topics
 from protocol.upload import CODE_BAD_CHUNK_SIZE, CODE_TOO_LARGE, CODE_UNKNOWN_DEVICE
+from sim.feed import FeedOptions
 from sim.runner import ScenarioRun
 from sim.scenario import Scenario, parse_scenario
 from sim.sensor_schedule import HardwareInputs, HardwareSink
@@ -79,6 +80,12 @@ class LiveOptions:
     group: str | None = None
     backend: HardwareBackend | None = None
     """The hardware, not yet opened (the daemon opens and closes it); None: none."""
+    feed: FeedOptions = field(default_factory=FeedOptions)
+    """How media is fed: fleets feed lazily (``sim.feed``) and share one filler block."""
+    max_tick_s: float = TICK_S
+    """Longest the camera loop sleeps (``DaemonConfig.max_tick_s``); more with a lazy feed."""
+    poll_s: float = POLL_S
+    """Longest the uploader and the audit shipper wait for news (``DaemonConfig.poll_s``)."""
 
 
 def hardware_routing(backend: HardwareBackend | None) -> tuple[HardwareInputs, HardwareSink | None]:
@@ -104,6 +111,7 @@ class LiveCamera:
             epoch_utc=utc_now,
             hardware_inputs=hardware_inputs,
             hardware_sink=sink,
+            feed=options.feed,
         )
         camera = self.run.camera
         device = camera.device_id
@@ -123,7 +131,12 @@ class LiveCamera:
             group=options.group,
             speed=options.speed,
             topics=topics,
+            max_tick_s=options.max_tick_s,
+            poll_s=options.poll_s,
         )
+        # One generator for the jitter of the link, the uploads and the audit shipping (each
+        # ``random.Random`` is 2.5 KiB: a fleet has thousands of cameras).
+        jitter = random.Random(f"live:{device}:{boot_id}")
         (options.data_dir / "journal").mkdir(parents=True, exist_ok=True)
         self.journal = EventJournal(options.data_dir / "journal" / "events.journal")
         self.uploads = UploadManager(
@@ -133,7 +146,7 @@ class LiveCamera:
             topics=topics,
             config=options.upload,
             audit=camera._trail,  # the camera's audit trail records verified uploads
-            rng=random.Random(f"uploads:{device}:{boot_id}"),
+            rng=jitter,
         )
         self.released = self._release_fixable()
         self.audit_ship = AuditShipper(
@@ -141,14 +154,14 @@ class LiveCamera:
             options.data_dir / "uploads",
             device,
             topics,
-            config=AuditShipConfig(durable=options.upload.durable),
-            rng=random.Random(f"audit-ship:{device}:{boot_id}"),
+            config=AuditShipConfig(durable=options.upload.durable, idle_poll_s=options.poll_s),
+            rng=jitter,
         )
         self.link = MqttLink(
             options.broker,
             client_id=device,
             presence=presence,
-            rng=random.Random(f"link:{device}:{boot_id}"),
+            rng=jitter,
             subscriptions=Daemon.subscriptions(device, config),
         )
         backend = options.backend
@@ -167,6 +180,7 @@ class LiveCamera:
             backend=backend,
             bridge=self.bridge,
             audit_ship=self.audit_ship,
+            settle=self.run.settle if options.feed.lazy else None,
         )
 
     def _release_fixable(self) -> list[RejectedSegment]:

@@ -19,7 +19,6 @@ from types import MappingProxyType
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
 from device.errors import ConfigError
 from device.packets import Packet, Stream
@@ -162,8 +161,8 @@ class AudioProfile:
 
 @lru_cache(maxsize=4)
 def _filler_block(seed: int) -> bytes:
-    # One block per seed, shared by every device: a fleet of thousands of cameras would otherwise
-    # hold megabytes each. Devices differ through their keyed tags and filler offsets.
+    # One block per seed, shared by every source of that seed (and by every camera of a fleet,
+    # which passes one ``filler_seed``). Devices differ through their keyed tags and offsets.
     return derive_rng(seed, "payload-filler").bytes(BLOCK_BYTES)
 
 
@@ -185,6 +184,11 @@ class MediaSource:
     and payloads depend only on ``(seed, device_id, packet)``, so a receiver can check content with
     an equal source. Implements ``device.packets.PayloadSource``. ``seed``, ``device_id``,
     ``video`` and ``audio`` are read-only attributes.
+
+    Payload filler is copied out of a 4 MiB block drawn from ``filler_seed`` (default: ``seed``),
+    made at the first payload and cached per seed: a fleet gives its cameras one ``filler_seed``
+    so they share one block (their payloads still differ by their keyed tags and offsets), and a
+    camera that never records never makes one.
     """
 
     def __init__(
@@ -193,9 +197,17 @@ class MediaSource:
         device_id: str,
         video: VideoProfile | None = None,
         audio: AudioProfile | None = None,
+        *,
+        filler_seed: int | None = None,
     ) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"MediaSource.seed must be an integer >= 0, got {seed!r}")
+        if filler_seed is not None and (
+            not isinstance(filler_seed, int) or isinstance(filler_seed, bool) or filler_seed < 0
+        ):
+            raise ConfigError(
+                f"MediaSource.filler_seed must be an integer >= 0 or None, got {filler_seed!r}"
+            )
         if not isinstance(device_id, str) or not device_id:
             raise ConfigError(
                 f"MediaSource.device_id must be a non-empty string, not {device_id!r}"
@@ -204,9 +216,10 @@ class MediaSource:
         self.device_id: Final = device_id
         self.video: Final = video if video is not None else VideoProfile()
         self.audio: Final = audio if audio is not None else AudioProfile()
-        raw = _filler_block(seed)
-        self._block_view = memoryview(raw)  # immutable bytes: read-only views, zero-copy
-        self._block: npt.NDArray[np.uint8] = np.frombuffer(raw, dtype=np.uint8)
+        self._filler_seed = seed if filler_seed is None else filler_seed
+        # Made at the first payload: a source whose packets are only timed and sized (a camera
+        # that never records) never holds the block.
+        self._block_view: memoryview | None = None
         self._tag_keys = {  # keyed per device and stream
             s: derive_seed(seed, device_id, s.name, "tag-key") & _MASK64 for s in Stream
         }
@@ -285,6 +298,19 @@ class MediaSource:
                 self._set_next(stream, first)
         return skipped
 
+    def seek(self, t_s: float) -> None:
+        """Move, backwards too, so the next packet of each stream is the first with pts >= ``t_s``.
+
+        Packets are a pure function of their index, so packets made again are the same.
+        """
+        self._set_next(Stream.VIDEO, _first_index_at_or_after(t_s, *self._timing(Stream.VIDEO)))
+        self._set_next(Stream.AUDIO, _first_index_at_or_after(t_s, *self._timing(Stream.AUDIO)))
+
+    def _timing(self, stream: Stream) -> tuple[float, Callable[[int], float]]:
+        if stream is Stream.VIDEO:
+            return self.video.frame_duration_s, self._video_pts
+        return self.audio.frame_duration_s, self._audio_pts
+
     def gop_start_s(self, t_s: float) -> float:
         """Pts of the keyframe that opens the GOP containing time ``t_s`` (0.0 before the start).
 
@@ -351,10 +377,13 @@ class MediaSource:
             return header[:size]
         start = tag % BLOCK_BYTES
         end = start + size - HEADER_BYTES
+        block = self._block_view
+        if block is None:
+            block = self._filler()
         if end > BLOCK_BYTES:
             layout, spans = self._layout(packet)
-            return b"".join([layout, *(self._block_view[a:b] for a, b in spans)])
-        return b"".join((header, self._block_view[start:end]))
+            return b"".join([layout, *(block[a:b] for a, b in spans)])
+        return b"".join((header, block[start:end]))
 
     def write_payload(self, packet: Packet, out: memoryview) -> None:
         """Write the packet's payload into ``out`` (exactly ``packet.size`` bytes, format "B")."""
@@ -363,8 +392,9 @@ class MediaSource:
         header, spans = self._layout(packet)
         head = len(header)
         out[:head] = header
+        block = self._filler()
         for a, b in spans:
-            out[head : head + b - a] = self._block_view[a:b]
+            out[head : head + b - a] = block[a:b]
             head += b - a
 
     def check_payload(self, packet: Packet, data: bytes | bytearray | memoryview) -> bool:
@@ -380,11 +410,19 @@ class MediaSource:
         head = len(header)
         if view[:head].tobytes() != header:
             return False
+        block = np.frombuffer(self._filler(), dtype=np.uint8)
         for a, b in spans:
-            if not np.array_equal(view[head : head + b - a], self._block[a:b]):
+            if not np.array_equal(view[head : head + b - a], block[a:b]):
                 return False
             head += b - a
         return True
+
+    def _filler(self) -> memoryview:
+        """The filler block (made, or taken from the per-seed cache, at the first call)."""
+        if self._block_view is None:
+            # Immutable bytes: read-only views, zero-copy.
+            self._block_view = memoryview(_filler_block(self._filler_seed))
+        return self._block_view
 
     def _layout(self, packet: Packet) -> tuple[bytes, list[tuple[int, int]]]:
         """The header (truncated for tiny packets) and the block spans that follow it."""

@@ -24,7 +24,7 @@ from device.sensorhub import SensorHub
 from device.store import EvidenceStore
 from device.triggers import TriggerEvent
 from protocol.common import Trigger
-from sim.feed import MediaFeed
+from sim.feed import FeedOptions, MediaFeed
 from sim.media import MediaSource, derive_seed
 from sim.scenario import Scenario
 from sim.scenario_timeline import (
@@ -91,7 +91,10 @@ class ScenarioRun:
     overrides the scenario's (a live camera syncs like a real one). ``hardware_inputs`` and
     ``hardware_sink`` say where the raw inputs of button, input and speed actions go
     (``sim.sensor_schedule``): to the hub (the default), to a hardware backend, or nowhere
-    (real hardware plays them).
+    (real hardware plays them). ``feed`` says how media is fed (``sim.feed.FeedOptions``): a
+    lazy feed (fleets) fills a buffering camera's buffer only in ``settle`` and right before a
+    timeline entry, an input or a deadline, and ``next_time`` includes a recording camera's next
+    media batch.
     """
 
     def __init__(
@@ -104,7 +107,11 @@ class ScenarioRun:
         epoch_utc: datetime | None = None,
         hardware_inputs: HardwareInputs = "hub",
         hardware_sink: HardwareSink | None = None,
+        feed: FeedOptions | None = None,
     ) -> None:
+        self.feed = feed if feed is not None else FeedOptions()
+        if self.feed.lazy and hardware_inputs != "hub":
+            raise ConfigError("a lazy media feed plays hardware inputs to the hub only")
         if fresh:
             _require_empty(out)
         else:
@@ -180,6 +187,8 @@ class ScenarioRun:
         times = [self._next_due()]
         if not self.done:
             times.append(self.scenario.timeline[self._next_entry].at_s)
+        if self._feed is not None:
+            times.append(self._feed.next_time(self.feed.batch_s))
         return min((t for t in times if t is not None), default=None)
 
     def advance_to(self, until: float) -> float:
@@ -188,7 +197,16 @@ class ScenarioRun:
         Returns ``until``, or an earlier time when it stopped there to hand hardware inputs to
         the sink (``hardware_inputs="backend"``): the caller lets the backend deliver them, so
         they reach the camera at that time and not after what follows, then calls again.
+        A lazy feed forgets the buffer of a camera that then only buffers with nothing due soon.
         """
+        reached = self._play(until)
+        if self.feed.lazy and self._feed is not None and self.camera.buffer.allocated:
+            due = self.next_time()
+            if due is None or due - reached >= self.feed.forget_after_s:
+                self._feed.forget()
+        return reached
+
+    def _play(self, until: float) -> float:
         timeline = self.scenario.timeline
         end = min(until, self.scenario.duration_s)
         handed = self.sensors.handed
@@ -199,8 +217,20 @@ class ScenarioRun:
                 return reached
             self._next_entry += 1
             self._apply(entry)
-        reached = self._advance(end)
+        reached = self._advance(end, settle=False)
         return reached if self.sensors.handed != handed else until
+
+    def settle(self, now: float) -> None:
+        """Play to ``now`` and fill the pre-event buffer up to it (a lazy feed leaves it empty).
+
+        For a live driver to call before the camera acts on an input the runner does not see (a
+        command, a peer's message). Without a lazy feed: ``advance_to``.
+        """
+        if not self.feed.lazy:
+            self.advance_to(now)
+            return
+        self._play(now)
+        self._feed_to(min(now, self.scenario.duration_s))
 
     def _play_to(self, until: float) -> None:
         """``advance_to`` until it gets there (virtual time: the sink has what it was handed)."""
@@ -217,16 +247,17 @@ class ScenarioRun:
         self.camera.power_off(duration, "scenario ended")
         self.camera.audit.close()
 
-    def _advance(self, until: float) -> float:
+    def _advance(self, until: float, *, settle: bool = True) -> float:
         """Feed media, raw sensor inputs and the camera's deadlines up to ``until``, in order.
 
         Returns ``until``, or the instant (at most ``until``) at which hardware inputs went to
-        the sink: it stops there.
+        the sink: it stops there. ``settle=False``: nothing happens at ``until`` itself, so a
+        lazy feed need not fill the buffer up to it.
         """
         while True:
             step = self._next_due()
             if step is None or step > until:
-                self._feed_to(until)
+                self._feed_to(until, settle=settle)
                 return until
             self._feed_to(step)
             handed = self.sensors.handed
@@ -244,11 +275,15 @@ class ScenarioRun:
         times = [self.camera.next_deadline(), self.hub.next_deadline(), self.sensors.next_time()]
         return min((t for t in times if t is not None), default=None)
 
-    def _feed_to(self, now: float) -> None:
-        if self._feed is not None and self.camera.state is not CameraState.OFF:
-            before = self._feed.packets_made
-            self._feed.advance(now)
-            self.stats.packets += self._feed.packets_made - before
+    def _feed_to(self, now: float, *, settle: bool = True) -> None:
+        feed = self._feed
+        if feed is not None and self.camera.state is not CameraState.OFF:
+            before = feed.packets_made
+            if settle:
+                feed.settle(now)
+            else:
+                feed.advance(now)
+            self.stats.packets += feed.packets_made - before
 
     def _apply(self, entry: TimelineEntry) -> None:
         now, camera, action = entry.at_s, self.camera, entry.params
@@ -329,9 +364,10 @@ class ScenarioRun:
             self.scenario.device.id,
             self.scenario.video,
             self.scenario.audio,
+            filler_seed=self.feed.filler_seed,
         )
         self.camera.power_on(now, media)
-        self._feed = MediaFeed(self.camera, media, now)
+        self._feed = MediaFeed(self.camera, media, now, lazy=self.feed.lazy)
 
     def _power_loss(self, now: float) -> None:
         if self.camera.state is CameraState.OFF:

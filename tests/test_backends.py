@@ -6,16 +6,19 @@ camera's indications and state become.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device.backends import (
@@ -35,12 +38,16 @@ from device.backends import (
     backend_class,
     open_backend,
 )
-from device.backends.bridge import HardwareBridge, HardwareClock
-from device.backends.events import CAPABILITIES, BackendEvent, BatteryInput
+from device.backends.base import HardwareBackend
+from device.backends.bridge import MAX_DRIFT, HardwareBridge, HardwareClock
+from device.backends.events import CAPABILITIES, BackendEvent, BatteryInput, Output
 from device.backends.indication_map import SIGNALS, status_led, status_text
+from device.backends.serial_delivery import Delivery, HoldConfig, InputHold
+from device.backends.shell import HardwareShell
 from device.backends.sim import SimBackend
 from device.camera import CameraState
 from device.errors import ConfigError, HardwareError
+from device.gestures import GestureState
 from device.indications import Indication, Signal
 from device.rules import PolicyRules
 from device.sensorhub import SensorHub
@@ -410,6 +417,171 @@ def test_the_hub_is_advanced_to_an_input_before_it_gets_it(tmp_path: Path) -> No
     [started] = bench.records("recording_started")
     assert started["trigger"] == "holster"
     assert started["mono_s"] == pytest.approx(1.07)
+
+
+# -- inputs held back after a serial loss ---------------------------------------------------------
+
+
+class HoldingBackend(HardwareBackend):
+    """Delivers as the serial backend does: through an ``InputHold``, on the test's clock (the
+    camera's too: hardware lives in real time). ``timed_events`` ends when nothing is ready, so
+    the test calls ``HardwareShell.receive`` again for more."""
+
+    name: ClassVar[str] = "holding"
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.hold = InputHold(HoldConfig())
+        self.clock = clock
+        self.ready: deque[Delivery] = deque()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return CAPABILITIES
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def events(self) -> AsyncIterator[BackendEvent]:
+        async for event, _ in self.timed_events():
+            yield event
+
+    async def timed_events(self) -> AsyncIterator[tuple[BackendEvent, float]]:
+        while self.ready:
+            delivery = self.ready.popleft()
+            arrived = delivery.arrived
+            yield delivery.event, 0.0 if arrived is None else self.clock() - arrived
+            if not self.ready:
+                self.hold.taken()
+
+    def hold_lag_s(self) -> float | None:
+        horizon = self.hold.horizon(self.clock())
+        return None if horizon is None else self.clock() - horizon
+
+    async def output(self, output: Output) -> None:
+        pass
+
+    def tick(self) -> None:
+        self.ready += self.hold.handle_timeout(self.clock())
+
+    def lost(self) -> None:
+        self.tick()
+        self.hold.lost(self.clock())
+
+    def arrive(self, event: BackendEvent) -> None:
+        self.tick()
+        if (delivery := self.hold.put(event, self.clock())) is not None:
+            self.ready.append(delivery)
+
+
+Happening = tuple[float, int, BackendEvent | None]
+"""(camera time, tie-break, the input that arrives; None: the decoder drops a frame)."""
+
+
+async def _play_held(bench: Bench, happenings: list[Happening], until: float) -> list[float]:
+    """Run a camera loop every 10 ms as the daemon does (play the world to the shell's horizon),
+    with ``happenings`` on the line; return the camera times the inputs were placed at."""
+    clock = [0.0]
+    backend = HoldingBackend(lambda: clock[0])
+    placed: list[float] = []
+
+    def advance(at: float) -> None:
+        placed.append(at)
+        bench.advance(at)
+
+    shell = HardwareShell(
+        backend,
+        bench.bridge,
+        now=lambda: clock[0],
+        floor=lambda: bench.now,
+        advance=advance,
+        wake=lambda: None,
+    )
+    ticks: list[Happening] = [(i / 100, 1, None) for i in range(round(until * 100) + 1)]
+    for at, kind, event in sorted([*happenings, *ticks], key=lambda h: (h[0], h[1])):
+        clock[0] = at
+        if event is not None:
+            backend.arrive(event)
+        elif kind == 0:
+            backend.lost()
+        backend.tick()
+        await shell.receive()  # the shell's task takes what is ready at once
+        if kind == 1:  # the camera loop's tick
+            bench.advance(shell.horizon(at))
+    assert shell.counters == {"errors": 0, "failed": 0}
+    return placed
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(40, 400), min_size=3, max_size=3),  # click, gap, click (ms)
+    st.lists(st.integers(0, 2), min_size=4, max_size=4).filter(any),  # transmissions lost
+    st.booleans(),  # the held inputs are the first since a LinkUp: no clock offset yet
+)
+def test_inputs_held_after_a_loss_reach_the_hub_in_order_with_their_spacing(
+    gaps_ms: list[int], losses: list[int], first_after_link_up: bool
+) -> None:
+    """A double press over a line that loses frames (each resent 0.25 s later): whatever the
+    arrival order, the hub gets the edges in t_ms order at their hardware spacing."""
+    with tempfile.TemporaryDirectory() as root:
+        bench = Bench(Path(root))
+        hw_ms = [501_000]  # camera time 1.0
+        for gap in gaps_ms:
+            hw_ms.append(hw_ms[-1] + gap)
+        happenings: list[Happening] = []
+        if first_after_link_up:
+            happenings.append((0.5, 0, LinkUpEvent("bench", CAPABILITIES)))
+        else:  # an input on a clean line first: the clock's offset is known (20 ms transit)
+            happenings.append((0.5, 0, ButtonInput("power", pressed=True, hw_time_s=500.48)))
+        for index, (t_ms, lost) in enumerate(zip(hw_ms, losses, strict=True)):
+            sent = t_ms / 1000 - bench.SKEW + bench.TRANSIT
+            happenings += [(sent + 0.25 * attempt, 0, None) for attempt in range(lost)]
+            edge = ButtonInput("event", pressed=index % 2 == 0, hw_time_s=t_ms / 1000)
+            happenings.append((sent + 0.25 * lost, 0, edge))
+        placed = asyncio.run(_play_held(bench, happenings, until=4.0))
+        bench.advance(4.0)
+
+        edges = placed[-4:]
+        intervals = [later - earlier for earlier, later in itertools.pairwise(edges)]
+        for interval, gap in zip(intervals, gaps_ms, strict=True):
+            # Exact, but for the clock's drift allowance when a resent edge came alone.
+            assert gap / 1000 - 1e-6 <= interval <= gap / 1000 * (1 + MAX_DRIFT) + 1e-6
+        on_time = hw_ms[0] / 1000 - bench.SKEW + bench.TRANSIT
+        if losses[0] == 0:  # the first edge came on time (only later ones were held)
+            assert edges[0] == pytest.approx(on_time, abs=1e-6)
+        else:  # as late as the fastest edge held with it, at most; the clock's drift allowance
+            assert on_time - 1e-6 <= edges[0] <= on_time + 0.25 * min(losses) + 0.003
+        assert bench.state() is CameraState.RECORDING
+        [started] = bench.records("recording_started")
+        assert started["mono_s"] == pytest.approx(edges[2] + 0.03, abs=1e-6)  # the debounce
+        assert bench.records("input_ignored") == []
+
+
+def test_a_resent_press_is_placed_before_the_release_that_overtook_it(tmp_path: Path) -> None:
+    """The clock-only view of the bug: the release arrives first and the world is not held
+    back, so the press can only go after it; held and put in order, it keeps its time."""
+    clock = HardwareClock()
+    assert clock.to_camera(0.25, 10.25) == 10.25
+    assert clock.to_camera(0.0, 10.5, floor=10.45) == 10.45  # squeezed after its release
+
+    bench = Bench(tmp_path)
+    press = ButtonInput("event", pressed=True, hw_time_s=bench.hw(1.0))
+    release = ButtonInput("event", pressed=False, hw_time_s=bench.hw(1.1))
+    happenings: list[Happening] = [
+        (0.5, 0, ButtonInput("power", pressed=True, hw_time_s=bench.hw(0.48))),
+        (1.02, 0, None),  # the press's frame, corrupted
+        (1.12, 0, release),
+        (1.27, 0, press),  # resent
+    ]
+    placed = asyncio.run(_play_held(bench, happenings, until=2.0))
+    assert placed[1:] == pytest.approx([1.02, 1.12])
+    # A click, then the double-press window closed: a single press, a marker.
+    assert bench.hub.button.state is GestureState.IDLE
+    [marker] = bench.records("marker")
+    assert marker["mono_s"] == pytest.approx(1.12 + 0.5)
+    assert bench.records("input_ignored") == []
 
 
 def test_other_buttons_are_ignored_and_counted(tmp_path: Path) -> None:

@@ -49,13 +49,22 @@ from device.backends.registry import backend_class, open_backend
 from device.backends.serial import SerialBackend
 from device.backends.serial_convert import (
     INPUT_MESSAGES,
-    EventQueue,
     McuClock,
     capability_names,
     input_event,
     input_message,
     output_event,
     output_message,
+)
+from device.backends.serial_delivery import (
+    TRANSITIONS,
+    Delivery,
+    EventQueue,
+    HoldConfig,
+    HoldInput,
+    HoldState,
+    InputHold,
+    input_time,
 )
 from device.errors import ConfigError, HardwareError
 from protocol.serial import (
@@ -172,6 +181,16 @@ class PtyMcu:
         self.link.send(message, time.monotonic())
         self._after([])
 
+    async def send_corrupted(self, message: SerialMessage) -> None:
+        """Send ``message`` with a byte of its first transmission changed: the host drops it
+        (a CRC or COBS error) and the link resends it after ``ack_timeout_s``."""
+        await self.wait_for(lambda: self.link.state is LinkState.CONNECTED)
+        self.link.send(message, time.monotonic())
+        data = bytearray(self.link.data_to_send())
+        data[-2] = data[-2] % 0xFF + 1  # still not a delimiter, but another byte
+        self.write_raw(bytes(data))
+        self._changed.set()
+
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         async with asyncio.timeout(WAIT_S):
             while not condition():
@@ -239,11 +258,14 @@ class EventLog:
     """Everything ``backend.events()`` yields, and a way to wait for what should come."""
 
     events: list[BackendEvent] = field(default_factory=list)
+    ages: list[float] = field(default_factory=list)
+    """How long before its delivery each event is to be taken to have arrived."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def collect(self, backend: SerialBackend) -> None:
-        async for event in backend.events():
+        async for event, age in backend.timed_events():
             self.events.append(event)
+            self.ages.append(age)
             self._changed.set()
 
     def of(self, kind: type[BackendEvent]) -> list[BackendEvent]:
@@ -270,10 +292,13 @@ async def running(mcu: PtyMcu) -> AsyncIterator[PtyMcu]:
 @contextlib.asynccontextmanager
 async def bench(
     config: LinkConfig | None = None,
+    *,
+    mcu_config: LinkConfig | None = None,
+    hold: HoldConfig | None = None,
 ) -> AsyncIterator[tuple[PtyMcu, SerialBackend, EventLog]]:
     """A running fake MCU, a backend opened on its pty, and the backend's event log."""
-    async with running(PtyMcu(0x2222)) as mcu:
-        backend = SerialBackend(mcu.path, boot_id=0x1111, config=config)
+    async with running(PtyMcu(0x2222, mcu_config)) as mcu:
+        backend = SerialBackend(mcu.path, boot_id=0x1111, config=config, hold=hold)
         await backend.open()
         log = EventLog()
         try:
@@ -466,6 +491,74 @@ async def test_line_noise_every_edge_arrives_exactly_once() -> None:
     assert mcu.link.counters.retries > 0
 
 
+# -- order after a loss -------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_press_resent_after_its_release_is_delivered_before_it() -> None:
+    # The MCU resends after 1 s (the backend holds for 2 s): room for a busy machine's stalls
+    # between the release's ack and the press's retransmission.
+    mcu_config = LinkConfig(ack_timeout_s=1.0, max_retries=3)
+    async with bench(mcu_config=mcu_config, hold=HoldConfig(2.0, 3.0)) as (mcu, backend, log):
+        await log.wait_for(lambda events: len(events) >= 1)  # the LinkUp
+        await mcu.send_corrupted(ButtonEdge(1000, Button.EVENT, pressed=True))
+        await mcu.send(ButtonEdge(1010, Button.EVENT, pressed=False))
+        await mcu.wait_for(lambda: mcu.link.in_flight == 1)  # the release taken, not the press
+        assert log.of(ButtonInput) == []  # held: the press it follows may be resent
+        held_lag = backend.hold_lag_s()
+        await log.wait_for(lambda events: len(events) >= 3)
+        counters, lag = backend.counters(), backend.hold_lag_s()
+    assert log.events[1:] == [
+        ButtonInput("event", pressed=True, hw_time_s=1.0),
+        ButtonInput("event", pressed=False, hw_time_s=1.01),
+    ]
+    # Timed by when they would have arrived: the release's transit, 10 ms apart.
+    assert log.ages[1] - log.ages[2] == pytest.approx(0.01, abs=0.002)
+    assert log.ages[2] > 1.0  # the release waited for the press: the resend, then quiet
+    assert held_lag is not None
+    assert lag is None  # released and taken: the camera's world may go on
+    assert counters["crc_errors"] + counters["cobs_errors"] == 1
+    assert counters["holds"] == 1
+    assert counters["held_inputs"] == 2
+    assert counters["reordered_inputs"] == 1
+    assert counters["duplicates_suppressed"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_reboot_during_a_hold_delivers_the_held_inputs_before_the_link_down() -> None:
+    mcu_config = LinkConfig(ack_timeout_s=1.0, max_retries=3)
+    async with bench(mcu_config=mcu_config, hold=HoldConfig(2.0, 3.0)) as (mcu, backend, log):
+        await log.wait_for(lambda events: len(events) >= 1)
+        await mcu.send_corrupted(ButtonEdge(1000, Button.EVENT, pressed=True))
+        await mcu.send(ButtonEdge(1010, Button.EVENT, pressed=False))
+        await mcu.wait_for(lambda: mcu.link.in_flight == 1)
+        mcu.reboot(0x4444)  # before the press is resent: it went with the old boot
+        await log.wait_for(lambda events: len(events) >= 4)
+        lag = backend.hold_lag_s()
+    assert log.events[1:] == [
+        ButtonInput("event", pressed=False, hw_time_s=1.01),
+        LinkDownEvent("the bench MCU restarted"),
+        LinkUpEvent(
+            f"{mcu.path}: fake-mcu 1.0 (boot 00004444)", backend.capabilities, rebooted=True
+        ),
+    ]
+    assert lag is None
+
+
+@pytest.mark.asyncio
+async def test_on_a_clean_line_inputs_are_delivered_as_they_arrive() -> None:
+    # A hold would outlast the test's wait: every input below came without one.
+    async with bench(hold=HoldConfig(60.0, 60.0)) as (mcu, backend, log):
+        for t_ms, pressed in ((2000, True), (2100, False), (1950, True)):  # the last came late
+            await mcu.send(ButtonEdge(t_ms, Button.EVENT, pressed=pressed))
+        await log.wait_for(lambda events: len(events) >= 4)
+        assert backend.hold_lag_s() is None
+        counters = backend.counters()
+    assert [input_time(e) for e in log.of(ButtonInput)] == [2.0, 2.1, 1.95]  # as they came
+    assert log.ages == [0.0] * 4
+    assert counters["holds"] == counters["held_inputs"] == counters["reordered_inputs"] == 0
+
+
 # -- link loss and unplug -----------------------------------------------------------------------
 
 
@@ -636,11 +729,11 @@ def test_event_queue_drops_imu_batches_first() -> None:
     press = ButtonInput("event", pressed=True, hw_time_s=1.0)
     battery = BatteryInput(50, 3800, charging=False, hw_time_s=2.0)
     for event in (imu, press, battery, ButtonInput("event", pressed=False, hw_time_s=3.0)):
-        queue.put(event)
+        queue.put(Delivery(event))
     assert dropped == [imu]
-    queue.put(ButtonInput("power", pressed=True, hw_time_s=4.0))
+    queue.put(Delivery(ButtonInput("power", pressed=True, hw_time_s=4.0)))
     assert dropped == [imu, battery]
-    queue.put(ButtonInput("power", pressed=False, hw_time_s=5.0))
+    queue.put(Delivery(ButtonInput("power", pressed=False, hw_time_s=5.0)))
     assert dropped == [imu, battery, press]
     assert len(queue) == 3
 
@@ -660,6 +753,145 @@ def test_mcu_clock_unwraps_and_places_late_stamps(start: int, steps: list[tuple[
         assert clock.milliseconds((true_ms - late_by) % 2**32) == true_ms - late_by
     clock.restart()
     assert clock.seconds(1500) == 1.5
+
+
+# -- the hold, without I/O ----------------------------------------------------------------------
+
+
+def _press(t_s: float) -> ButtonInput:
+    return ButtonInput("event", pressed=True, hw_time_s=t_s)
+
+
+def _state(hold: InputHold) -> HoldState:
+    """The hold's state (a call, so that mypy does not narrow it across steps)."""
+    return hold.state
+
+
+def test_every_hold_state_meets_every_input() -> None:
+    assert set(TRANSITIONS) == {(state, got) for state in HoldState for got in HoldInput}
+
+
+@given(st.permutations(range(6)), st.floats(0.0, 0.2))
+def test_inputs_arriving_in_any_order_during_a_hold_come_out_in_hardware_order(
+    order: list[int], late_s: float
+) -> None:
+    hold = InputHold(HoldConfig())
+    hold.lost(10.0)
+    for step, index in enumerate(order):  # input i was stamped at i * 10 ms
+        assert hold.put(_press(index / 100), 10.0 + late_s + step / 100) is None
+    assert hold.handle_timeout(10.49) == []
+    assert hold.horizon(10.49) == pytest.approx(10.0 - hold.config.margin_s)
+    released = hold.handle_timeout(10.5)
+    assert [input_time(d.event) for d in released] == [i / 100 for i in range(6)]
+    transit = min(10.0 + late_s + step / 100 - index / 100 for step, index in enumerate(order))
+    assert [d.arrived for d in released] == pytest.approx([i / 100 + transit for i in range(6)])
+    overtaken = sum(index < max(order[:step], default=-1) for step, index in enumerate(order))
+    assert hold.counters == {"holds": 1, "held_inputs": 6, "reordered_inputs": overtaken}
+    assert _state(hold) is HoldState.RELEASED
+    assert hold.horizon(10.5) is not None  # until the consumer has taken them
+    hold.taken()
+    assert _state(hold) is HoldState.OPEN
+    assert hold.horizon(10.5) is None
+    assert hold.put(_press(1.0), 10.6) == Delivery(_press(1.0))
+
+
+def test_each_loss_extends_the_hold() -> None:
+    hold = InputHold(HoldConfig(hold_s=0.5, max_hold_s=1.5))
+    hold.lost(0.0)
+    hold.put(_press(0.2), 0.2)
+    hold.lost(0.4)
+    assert hold.next_deadline() == pytest.approx(0.9)
+    assert hold.handle_timeout(0.6) == []
+    assert [d.event for d in hold.handle_timeout(0.9)] == [_press(0.2)]
+    assert hold.next_deadline() is None
+
+
+def test_on_a_line_never_quiet_inputs_wait_at_most_max_hold_s_and_stay_in_order() -> None:
+    config = HoldConfig(hold_s=0.5, max_hold_s=1.5)
+    hold = InputHold(config)
+    delivered: list[tuple[float, float]] = []  # (hardware time, when delivered)
+    arrivals = {round(0.1 * k, 1): _press(0.1 * k) for k in range(1, 50)}
+    arrivals[2.55] = _press(2.15)  # a resent input, after those sent since
+    for k in range(600):
+        now = k / 100
+        out = hold.handle_timeout(now)
+        if k % 30 == 0 and now < 5.0:
+            hold.lost(now)  # a garbled byte every 0.3 s: never quiet for 0.5 s
+        if (event := arrivals.get(round(now, 2))) is not None:
+            direct = hold.put(event, now)
+            out += [direct] if direct is not None else []
+        delivered += [(input_time(d.event), now) for d in out]
+        hold.taken()
+    times = [t for t, _ in delivered]
+    assert sorted(times) == sorted(e.hw_time_s for e in arrivals.values())
+    assert times == sorted(times)  # the resent one too: it was still held when it came
+    waits = [at - t for t, at in delivered if t != 2.15]
+    assert max(waits) <= config.max_hold_s + 0.011
+    assert hold.state is HoldState.OPEN
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["lost", "put", "tick", "taken", "release"]),
+            st.floats(0.0, 0.4),  # time since the previous step
+            st.integers(0, 3000),  # the input's t_ms
+        ),
+        max_size=80,
+    )
+)
+def test_every_input_is_delivered_once_and_each_release_is_in_order(
+    steps: list[tuple[str, float, int]],
+) -> None:
+    hold = InputHold(HoldConfig())
+    now, sent, delivered, held = 0.0, 0, [], 0
+
+    def take(batch: list[Delivery]) -> None:
+        times = [input_time(d.event) for d in batch]
+        assert times == sorted(times)
+        delivered.extend(batch)
+
+    for action, elapsed, t_ms in steps:
+        now += elapsed
+        if action == "lost":
+            hold.lost(now)
+        elif action == "put":
+            sent += 1
+            if (delivery := hold.put(_press(t_ms / 1000), now)) is None:
+                held += 1
+            else:
+                delivered.append(delivery)
+        elif action == "tick":
+            take(hold.handle_timeout(now))
+        elif action == "taken":
+            hold.taken()
+        else:
+            take(hold.release(now))
+        assert (hold.state is HoldState.OPEN) == (hold.horizon(now) is None)
+        assert (hold.state is HoldState.HOLDING) == (hold.next_deadline() is not None)
+    take(hold.release(now))
+    assert len(delivered) == sent
+    assert hold.counters["held_inputs"] == held
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"hold_s": 0.0}, "hold_s must be finite and > 0"),
+        ({"max_hold_s": float("inf")}, "max_hold_s must be finite"),
+        ({"margin_s": -0.1}, "margin_s must be finite and >= 0"),
+        ({"hold_s": True}, "hold_s must be a number"),
+        ({"hold_s": 2.0}, "max_hold_s (1.5) must be at least hold_s (2)"),
+    ],
+)
+def test_bad_hold_options_are_config_errors(options: dict[str, float], words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        HoldConfig(**options)
+
+
+def test_the_default_hold_covers_one_resend_and_at_most_the_retry_span() -> None:
+    assert HoldConfig.for_link(LinkConfig()) == HoldConfig(0.5, 1.5, 0.02)
+    assert HoldConfig.for_link(LinkConfig(max_retries=0)) == HoldConfig(0.5, 0.5, 0.02)
 
 
 def _normalised(message: SerialMessage) -> SerialMessage:

@@ -40,11 +40,25 @@ class HardwareBackend(ABC):
 
     @abstractmethod
     def events(self) -> AsyncIterator[BackendEvent]:
-        """Inputs and link changes, in the order they arrived."""
+        """Inputs and link changes, in the order they arrived (or, for inputs held back after a
+        loss, in the hardware's time order: see ``timed_events``)."""
 
     @abstractmethod
     async def output(self, output: Output) -> None:
         """Show, sound or vibrate ``output`` (kept and re-sent after a reconnect)."""
+
+    async def timed_events(self) -> AsyncIterator[tuple[BackendEvent, float]]:
+        """``events()``, each with how long ago (seconds, >= 0) the camera should take it to
+        have arrived: 0 (the default) for an event delivered as it arrived. A backend that held
+        inputs back to deliver them in order says when each would have arrived."""
+        async for event in self.events():
+            yield event, 0.0
+
+    def hold_lag_s(self) -> float | None:
+        """While the backend holds inputs back to deliver them in order (a serial frame was lost
+        and will be resent), how far before the present one may still belong: the camera must
+        not play its world past that. None (the default): nothing is held."""
+        return None
 
     def counters(self) -> Mapping[str, int]:
         """Link counters for telemetry (frames, CRC errors, resyncs, retries); none by default."""

@@ -29,17 +29,22 @@ transit delay): it is set from the first input after a LinkUp (``now - hw_time_s
 follows the smallest ``now - hw_time_s`` seen, so a late frame never stretches later intervals.
 It may creep up by at most ``max_drift`` seconds per hardware second, so a hardware clock slower
 than the camera's cannot leave inputs ever further in the past. The result is clamped: never
-after ``now``, never before the previous input's camera time, and never before ``floor`` (the
-time the caller has already advanced the camera and hub to: their timers do not go back). A
-hardware clock that jumps back by more than ``resync_s`` without a LinkUp (a reboot the link
-missed) is estimated afresh (counted ``resyncs``).
+after ``now`` (unless ``floor`` is), never before the previous input's camera time, and never
+before ``floor`` (the time the caller has already advanced the camera and hub to: their timers
+do not go back). A hardware clock that jumps back by more than ``resync_s`` without a LinkUp
+(a reboot the link missed) is estimated afresh (counted ``resyncs``).
 
 So intervals are exact while the transit delay is steady, and a frame delayed by jitter keeps
 its hardware spacing as long as the camera has not yet been advanced past that time (the daemon
 advances it on every tick and at every timer, so jitter beyond about a tick is absorbed only in
-part). The hub's and the camera's timers run on one clock: before an input is applied at camera
-time ``t``, ``apply``'s ``advance`` callback plays everything due up to ``t``, so no timer runs
-later at an earlier time than an input the hub has seen.
+part). A frame lost and resent 0.25 s later is another matter: the serial backend then holds the
+inputs that follow, hands them over in ``t_ms`` order, each with the time it would have arrived
+(``now``), and meanwhile the daemon holds the camera's world (``floor``) back before the loss
+(``HardwareShell.horizon``), so they are placed at their hardware times with their spacing.
+
+The hub's and the camera's timers run on one clock: before an input is applied at camera time
+``t``, ``apply``'s ``advance`` callback plays everything due up to ``t``, so no timer runs later
+at an earlier time than an input the hub has seen.
 """
 
 from __future__ import annotations
@@ -105,7 +110,8 @@ class HardwareClock:
     def to_camera(self, hw_time_s: float, now: float, *, floor: float = -math.inf) -> float:
         """The camera time of an input stamped ``hw_time_s`` that arrived at camera time ``now``.
 
-        ``floor`` (at most ``now``): the camera has already been advanced to it.
+        ``floor``: the camera has already been advanced to it (an input that arrived before it
+        is placed at it).
         """
         if not (math.isfinite(hw_time_s) and math.isfinite(now)):
             raise ValueError(f"hardware and camera times must be finite: {hw_time_s}, {now}")
@@ -165,7 +171,8 @@ class HardwareBridge:
     ) -> None:
         """Hand ``event``, which arrived at camera time ``now``, to the hub (or the audit log).
 
-        ``floor`` (at most ``now``): how far the caller has already advanced the camera and hub.
+        ``floor``: how far the caller has already advanced the camera and hub (an input is never
+        placed before it, even one that arrived earlier: a held one).
         ``advance(t)`` is called with the input's camera time before the input is applied: the
         caller plays the camera's world (media, the hub's and the camera's timers) up to ``t``
         first, so that nothing is later run at an earlier time than the input.

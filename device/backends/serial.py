@@ -8,6 +8,11 @@ may come back pointing at another tty), handshakes, reports ``LinkUpEvent`` and 
 latest state of every LED and the display. A heartbeat loss with the port still there is left to
 ``SerialLink``, which handshakes again by itself: reopening would toggle DTR and reset
 Arduino-style boards.
+
+Inputs are delivered as they arrive, except after a loss: when the link's decoder drops bytes
+(a corrupted frame, to be resent 0.25 s later), the inputs that arrive next are held and released
+together in ``t_ms`` order (``serial_delivery.InputHold``), and ``hold_lag_s`` tells the camera not
+to play its world past the loss meanwhile.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from device.backends.serial_convert import (
     INPUT_MESSAGES,
     LINK_COUNTERS,
     OWN_COUNTERS,
-    EventQueue,
     McuClock,
     OutputMessage,
     StateKey,
@@ -39,6 +43,13 @@ from device.backends.serial_convert import (
     link_counts,
     output_message,
     state_key,
+)
+from device.backends.serial_delivery import (
+    Delivery,
+    EventQueue,
+    HoldConfig,
+    InputHold,
+    loss_marks,
 )
 from device.errors import HardwareError
 from device.serialport import ByteLink, PortGone, open_byte_link
@@ -68,7 +79,8 @@ class SerialBackend(HardwareBackend):
     ``port`` is any pyserial URL (``/dev/ttyACM0``, ``/dev/serial/by-id/...``,
     ``socket://host:port``, ``rfc2217://host:port``). ``open`` waits up to
     ``handshake_timeout_s`` for the MCU's handshake. ``clock`` is the monotonic clock the link's
-    timers run on; ``boot_id`` (random by default) is the host's first link boot ID.
+    timers run on; ``boot_id`` (random by default) is the host's first link boot ID. ``hold``
+    says how long inputs are held after a loss (default: ``HoldConfig.for_link(config)``).
     """
 
     name: ClassVar[str] = "serial"
@@ -85,6 +97,7 @@ class SerialBackend(HardwareBackend):
         clock: Callable[[], float] = time.monotonic,
         handshake_timeout_s: float = 5.0,
         max_queued_events: int = 1024,
+        hold: HoldConfig | None = None,
     ) -> None:
         self._boot_id = boot_id if boot_id is not None else secrets.randbelow(0xFFFF_FFFF) + 1
         check_options(
@@ -106,6 +119,7 @@ class SerialBackend(HardwareBackend):
         self._own: Counter[str] = Counter(dict.fromkeys(OWN_COUNTERS, 0))
         self._retired: Counter[str] = Counter(dict.fromkeys(LINK_COUNTERS.values(), 0))
         self._queue = EventQueue(max_queued_events, lambda _: self._count("events_dropped"))
+        self._hold = InputHold(hold if hold is not None else HoldConfig.for_link(self._config))
         self._state: dict[StateKey, OutputMessage] = {}
         self._dirty: set[StateKey] = set()
         self._mcu_clock = McuClock()
@@ -161,12 +175,29 @@ class SerialBackend(HardwareBackend):
             await asyncio.wait([runner])
             if not runner.cancelled() and runner.exception() is not None:
                 log.error("serial backend runner failed", exc_info=runner.exception())
+        self._end_hold()
         self._queue.finish()
 
     async def events(self) -> AsyncIterator[BackendEvent]:
-        """Inputs and link changes in arrival order; ends after ``close()``."""
-        while (event := await self._queue.get()) is not None:
+        """Inputs and link changes in arrival order, but inputs held after a loss come in
+        ``t_ms`` order; ends after ``close()``."""
+        async for event, _ in self.timed_events():
             yield event
+
+    async def timed_events(self) -> AsyncIterator[tuple[BackendEvent, float]]:
+        """``events()``; a held input with how long ago it would have arrived had no frame been
+        lost (its ``t_ms`` plus the smallest transit among those held with it); others 0."""
+        while (delivery := await self._queue.get()) is not None:
+            arrived = delivery.arrived
+            yield delivery.event, 0.0 if arrived is None else max(0.0, self._clock() - arrived)
+            if not self._queue:
+                self._hold.taken()  # the consumer has everything released: the world may go on
+
+    def hold_lag_s(self) -> float | None:
+        """While inputs are held after a loss, or released but not yet taken: how far back the
+        camera's world must stay (``InputHold.horizon``). None otherwise."""
+        horizon = self._hold.horizon(self._clock())
+        return None if horizon is None else max(0.0, self._clock() - horizon)
 
     async def output(self, output: Output) -> None:
         """Send ``output`` reliably if connected; LED and display states are also kept to resend.
@@ -190,11 +221,11 @@ class SerialBackend(HardwareBackend):
             self._count("outputs_dropped")  # a beep or buzz is moot by the time the link is back
 
     def counters(self) -> Mapping[str, int]:
-        """Frames, CRC errors, resyncs, retries, link losses, reconnects, drops (snake_case)."""
+        """Frames, CRC errors, resyncs, retries, link losses, reconnects, drops, holds."""
         totals = Counter(self._retired)
         if self._link is not None:
             totals.update(link_counts(self._link))
-        return {**self._own, **totals}
+        return {**self._own, **totals, **self._hold.counters}
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -259,14 +290,24 @@ class SerialBackend(HardwareBackend):
         while True:
             data = await port.read()
             with self._supervised("handling bytes from the MCU"):
-                self._handle(link, link.receive_data(data, self._clock()))
+                self._receive(link, data, self._clock())
                 self._flush_dirty(link)
             self._wake()
+
+    def _receive(self, link: SerialLink, data: bytes, now: float) -> None:
+        # A hold that is over ends before these bytes: what they carry comes after its inputs.
+        self._release(self._hold.handle_timeout(now))
+        marks = loss_marks(link.counters)
+        events = link.receive_data(data, now)
+        if loss_marks(link.counters) != marks:
+            self._hold.lost(now)  # before the events: the inputs that came with the loss wait
+        self._handle(link, events)
 
     async def _timer_loop(self, link: SerialLink) -> None:
         while True:
             self._timers_changed.clear()
-            deadline = link.next_deadline()
+            deadlines = (link.next_deadline(), self._hold.next_deadline())
+            deadline = min((d for d in deadlines if d is not None), default=None)
             delay = math.inf if deadline is None else deadline - self._clock()
             if delay > 0:
                 # Woken early whenever a send or receive may have moved the deadline.
@@ -278,7 +319,10 @@ class SerialBackend(HardwareBackend):
             # here must not be taken for the MCU's silence.
             await asyncio.sleep(0)
             with self._supervised("running the link timers"):
-                self._handle(link, link.handle_timeout(self._clock()))
+                now = self._clock()
+                self._release(self._hold.handle_timeout(now))
+                if (due := link.next_deadline()) is not None and due <= now:
+                    self._handle(link, link.handle_timeout(now))
             self._tx_ready.set()
 
     async def _write_loop(self, port: ByteLink, link: SerialLink) -> None:
@@ -308,8 +352,9 @@ class SerialBackend(HardwareBackend):
         for event in events:
             match event:
                 case MessageReceived(message=message) if isinstance(message, INPUT_MESSAGES):
-                    hw_time_s = self._mcu_clock.seconds(message.t_ms)
-                    self._queue.put(input_event(message, hw_time_s))
+                    received = input_event(message, self._mcu_clock.seconds(message.t_ms))
+                    if (delivery := self._hold.put(received, self._clock())) is not None:
+                        self._queue.put(delivery)
                 case Connected(peer=peer):
                     self._on_connected(link, peer)
                 case PeerRebooted():
@@ -327,6 +372,7 @@ class SerialBackend(HardwareBackend):
                     log.debug("serial backend: refused a frame from the MCU: %s", reason)
 
     def _on_connected(self, link: SerialLink, peer: Hello) -> None:
+        self._end_hold()  # the previous connection's inputs come first
         rebooted = self._peer_boot is not None and peer.boot_id != self._peer_boot
         if peer.boot_id != self._peer_boot:
             self._mcu_clock.restart()
@@ -338,7 +384,7 @@ class SerialBackend(HardwareBackend):
         firmware = peer.firmware or "MCU"
         description = f"{self._url}: {firmware} (boot {peer.boot_id:08x})"
         log.info("serial link up: %s%s", description, ", rebooted" if rebooted else "")
-        self._queue.put(LinkUpEvent(description, self._capabilities, rebooted))
+        self._queue.put(Delivery(LinkUpEvent(description, self._capabilities, rebooted)))
         # The MCU may have rebooted or missed outputs while the link was down: send it all.
         for key, message in self._state.items():
             self._send(link, message, key)
@@ -346,12 +392,21 @@ class SerialBackend(HardwareBackend):
             self._first_up.set_result(None)
 
     def _link_down(self, reason: str) -> None:
+        self._end_hold()  # the inputs of the link that went away come first
         if not self._up:
             return
         self._up = False
         self._count("link_losses")
         log.warning("serial link down (%s): %s", self._url, reason)
-        self._queue.put(LinkDownEvent(reason))
+        self._queue.put(Delivery(LinkDownEvent(reason)))
+
+    def _release(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            self._queue.put(delivery)
+
+    def _end_hold(self) -> None:
+        """Deliver the inputs held after a loss now, in order."""
+        self._release(self._hold.release(self._clock()))
 
     def _port_gone(self, reason: str) -> None:
         self._count("port_losses")

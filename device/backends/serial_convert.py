@@ -1,6 +1,6 @@
 """Conversions between serial bench-link messages and hardware backend events and outputs.
 
-Pure functions and two small stateful helpers, no I/O, so the serial backend and the tests (its
+Pure functions and one small stateful helper, no I/O, so the serial backend and the tests (its
 fake microcontroller included) share one mapping:
 
 * ``input_event(message, hw_time_s)`` and its inverse ``input_message(event, t_ms)``;
@@ -8,21 +8,21 @@ fake microcontroller included) share one mapping:
 * ``capability_names(bits)``: the Hello's capability bits as ``events.CAPABILITIES`` names;
 * ``LINK_COUNTERS``, ``OWN_COUNTERS``, ``link_counts``: the backend's counter names;
 * ``HOST_CAPABILITIES``, ``check_options``: what the host announces; constructor checks;
-* ``McuClock``: the MCU's wrapping ``t_ms`` stamps unwrapped into seconds, per MCU boot;
-* ``EventQueue``: the bounded queue behind ``SerialBackend.events()``.
+* ``McuClock``: the MCU's wrapping ``t_ms`` stamps unwrapped into seconds, per MCU boot.
+
+The queue behind ``SerialBackend.events()`` and the hold that orders inputs after a loss are in
+``serial_delivery``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Mapping
 from typing import Final, get_args
 
 from device.backends.events import (
     BUTTONS,
-    BackendEvent,
     BatteryInput,
     ButtonInput,
     ButtonName,
@@ -338,63 +338,3 @@ class McuClock:
         if delta > 0:
             self._newest_raw, self._newest_extended = t_ms, extended
         return extended
-
-
-# -- the event queue ----------------------------------------------------------------------------
-
-
-def _superseded(event: BackendEvent) -> int:
-    """Drop order when the queue is full: IMU batches first, then GPS and battery, then any."""
-    if isinstance(event, ImuInput):
-        return 0
-    if isinstance(event, GpsInput | BatteryInput):
-        return 1
-    return 2
-
-
-class EventQueue:
-    """A bounded FIFO of backend events that never blocks the producer.
-
-    When full, the oldest IMU batch is dropped to make room (the next batch supersedes it), then
-    the oldest GPS fix or battery reading, and only then the oldest event of any kind.
-    ``on_drop`` is called once per dropped event (for the ``events_dropped`` counter).
-    """
-
-    def __init__(self, capacity: int, on_drop: Callable[[BackendEvent], None]) -> None:
-        self._capacity = capacity
-        self._on_drop = on_drop
-        self._items: deque[BackendEvent] = deque()
-        self._ready = asyncio.Event()
-        self._finished = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, event: BackendEvent) -> None:
-        """Append ``event``, dropping an older one if the queue is full."""
-        if len(self._items) >= self._capacity:
-            self._drop_one()
-        self._items.append(event)
-        self._ready.set()
-
-    def finish(self) -> None:
-        """No more events: ``get`` returns None once the queue is empty."""
-        self._finished = True
-        self._ready.set()
-
-    async def get(self) -> BackendEvent | None:
-        """The oldest event, waiting for one; None once finished and empty."""
-        while not self._items:
-            if self._finished:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
-
-    def _drop_one(self) -> None:
-        rank = min(_superseded(event) for event in self._items)
-        for index, event in enumerate(self._items):
-            if _superseded(event) == rank:
-                del self._items[index]
-                self._on_drop(event)
-                return

@@ -2,9 +2,12 @@
 
 ``device.daemon.Daemon`` runs one for its backend, in its ``TaskGroup``:
 
-- ``receive`` (a task) hands each backend event to the bridge at the camera's present, first
-  letting the daemon play the camera's world up to the input's time (``advance``), then wakes
-  the camera loop;
+- ``receive`` (a task) hands each backend event to the bridge at the camera's present (or, for
+  an input the backend held back, at when it would have arrived), first letting the daemon play
+  the camera's world up to the input's time (``advance``), then wakes the camera loop;
+- ``horizon(now)`` is how far the camera loop may play the camera's world: ``now``, except while
+  the backend holds inputs back after a loss (``HardwareBackend.hold_lag_s``), when it stops
+  where a held or resent input may still belong, so that input can be placed at its own time;
 - ``show`` (called after each step of the camera loop) queues what the bridge says the hardware
   should show; ``send`` (a task) sends the queue in order; ``flush`` lets it finish at shutdown.
 
@@ -74,10 +77,10 @@ class HardwareShell:
     async def receive(self) -> None:
         """Apply the backend's events until they end (after ``close``) or the backend breaks."""
         try:
-            async for event in self.backend.events():
+            async for event, age_s in self.backend.timed_events():
                 try:
                     self.bridge.apply(
-                        event, self._now(), floor=self._floor(), advance=self._advance
+                        event, self._now() - age_s, floor=self._floor(), advance=self._advance
                     )
                 except Exception:  # a supervisor: one odd input must not stop the camera
                     self.counters["errors"] += 1
@@ -86,6 +89,14 @@ class HardwareShell:
         except Exception:  # the backend broke: the camera keeps running without hardware
             self.counters["failed"] += 1
             log.exception("hardware backend %s failed; the camera goes on without it", self.name)
+
+    def horizon(self, now: float) -> float:
+        """How far the camera's world may be played at camera time ``now`` (see the module
+        docstring): never before ``floor()``, where it already is."""
+        lag = self.backend.hold_lag_s()
+        if lag is None:
+            return now
+        return max(self._floor(), now - lag)
 
     def show(self, indications: Iterable[Indication]) -> None:
         """Queue the outputs for ``indications`` and any change of the status LED or display."""

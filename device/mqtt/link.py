@@ -225,10 +225,7 @@ class MqttLink:
         self._connack = client.connack
         timeout = self.settings.connect_timeout_s
         if self.subscriptions:
-            codes = await client.subscribe([(f, 1) for f in self.subscriptions], timeout=timeout)
-            for topic_filter, code in zip(self.subscriptions, codes, strict=False):
-                if getattr(code, "value", code) not in (0, 1, 2):
-                    log.error("subscription to %r refused: %s", topic_filter, code)
+            await self._subscribe(client, timeout)
         if self._on_connected is not None:
             try:
                 self._on_connected(self.max_packet_size)
@@ -251,6 +248,13 @@ class MqttLink:
                 )
         else:
             raise LinkDown("connection lost")
+
+    async def _subscribe(self, client: DeviceClient, timeout: float) -> None:
+        # Its own frame: paho's reason codes (a few KiB) are not kept for the connection's life.
+        codes = await client.subscribe([(f, 1) for f in self.subscriptions], timeout=timeout)
+        for topic_filter, code in zip(self.subscriptions, codes, strict=False):
+            if getattr(code, "value", code) not in (0, 1, 2):
+                log.error("subscription to %r refused: %s", topic_filter, code)
 
     async def _pump_until_closed_or_lost(self, client: DeviceClient) -> None:
         async with asyncio.TaskGroup() as tg:
