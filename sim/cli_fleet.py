@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from rich.console import Console
 
 from device.errors import ConfigError, DeviceError
 from sim.cli_broker import add_broker_options, broker_settings
+from sim.cli_logging import add_verbose_option, configure_logging
 from sim.fleet.config import DEFAULT_CONNECT_RATE, FleetConfig
 from sim.fleet.process import check_fd_limit, data_dir_lock
 from sim.fleet.runner import FleetError, run_fleet
@@ -79,17 +78,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--data-dir", type=Path, help="where the cameras' directories go")
     parser.add_argument("--store", type=Path, help="the embedded receiver's store")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    add_verbose_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the fleet; 0 without errors, 1 with, 2 for bad input."""
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     console = Console(stderr=True)
     try:
         config = _config(args)

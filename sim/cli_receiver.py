@@ -30,6 +30,7 @@ from device.errors import ConfigError, StorageError
 from protocol.errors import LocalProtocolError
 from protocol.topics import DEFAULT_PREFIX, Topics
 from sim.cli_broker import add_broker_options, broker_settings
+from sim.cli_logging import add_verbose_option, configure_logging
 from sim.receiver.core import EvidenceReceiver
 from sim.receiver.service import DEFAULT_CLIENT_ID, ReceiverService
 from sim.receiver.store import Receipt, ReceiverStore
@@ -62,17 +63,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="MQTT client ID (fixed)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default: bwc)")
     parser.add_argument("--json", action="store_true", help="print each receipt as JSON on stdout")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
+    add_verbose_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the receiver from the options, then serve until interrupted."""
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     try:
         service = _build(args)
     except (ConfigError, StorageError, LocalProtocolError) as exc:

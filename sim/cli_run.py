@@ -25,10 +25,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -47,6 +45,7 @@ from device.store import ClosedSegment, manifest_path, read_signed_manifest, seg
 from device.uploads import Receipt, UploadConfig
 from sim.broker import PrivateBroker
 from sim.cli_broker import add_broker_options, broker_settings
+from sim.cli_logging import add_verbose_option, configure_logging
 from sim.live import LiveCamera, LiveOptions, idle_scenario
 from sim.receiver.core import EvidenceReceiver
 from sim.receiver.service import ReceiverService
@@ -94,17 +93,13 @@ def register(commands: Any) -> None:
         action="store_true",
         help="only create the camera's identity in --data-dir (to enrol its key), then exit",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
+    add_verbose_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the camera; 0 when everything recorded was verified, 1 if not, 2 for bad input."""
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     console = Console(stderr=True)
     try:
         scenario = (
