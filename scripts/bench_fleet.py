@@ -22,27 +22,32 @@ with the same N, telemetry interval and duration:
   past ~340 clients a process). It sends telemetry only: it buffers no video and records
   nothing, so the ratios take ours' telemetry-only run; the 5 % run is shown beside it.
 
-The figures, as each contender reports them about itself (``--json``):
+The main CPU figure is measured from outside, the same way for all: every 2 s, from ``/proc``,
+the CPU seconds of each process of the contender's tree; "CPU mid-run" is the CPU of the
+processes that hold the cameras (ours: the fleet's worker; the baseline: its workers, or its one
+process at 250 devices or fewer) from 25 % to 90 % of the run (after every camera connected,
+before the shutdown), as a percentage of one core, in ms per second per camera, and as cameras
+per core at real time (N over that fraction of a core). The fleet's parent (live view, embedded
+receiver) is shown apart. Also from outside: the threads and RSS of the tree (RSS over N is then
+"whole": interpreters, imports and, for ours, the parent with its receiver), the tree's CPU over
+its whole life (``getrusage`` of the reaped child), the broker's CPU over the run, and the
+telemetry a subscriber of this script receives (``bwc/v1/dev/+/telemetry``, QoS 0), so telemetry
+lost on the way shows.
 
-* CPU, steady: user + system CPU of the cameras' processes while every camera is connected and
-  none records (ours: ``idle_cpu_per_core_percent``, from the last connect to the first
-  recording or the end; the baseline: the ``--duration`` window after the last connect), as a
-  percentage of one core, in ms per second per camera, and as cameras per core at real time
-  (N over that fraction of a core);
+As each contender reports them about itself (``--json``):
+
+* CPU, steady: ours ``idle_cpu_per_core_percent`` (up to one telemetry interval, from 2 s after
+  the last connect, before any recording); the baseline the whole ``--duration`` window after
+  its last connect;
 * CPU, whole run: from the first connect to the end of the duration, connects and recordings
   included (ours: ``cpu_per_core_percent``; the baseline: start-up plus window over their time);
 * idle RSS per camera: the processes' RSS once every camera is connected (and before any
   recording) less their RSS before the first camera was made, over N; RSS growth per camera at
   the end of the run, the same way;
+* errors, by kind; ours also the recordings, and the segments and bytes the receiver verified.
 
-and measured from outside, the same way for all: every 2 s the threads and RSS of each
-contender's process tree (``/proc``; RSS over N is then "whole": interpreters, imports and, for
-ours, the parent with its receiver included), the CPU of the tree's whole life
-(``getrusage`` of the reaped child: start-up, the parent and the receiver included), the broker's
-CPU over the run, and the telemetry a subscriber of this script receives
-(``bwc/v1/dev/+/telemetry``, QoS 0), so telemetry lost on the way shows. The load average is
-printed before and after each run. Data directories and the receiver's store go to DIR
-(/dev/shm). Progress on stderr. Exit 1 when any run had an error.
+The load average is printed before and after each run. Data directories and the receiver's
+store go to DIR (/dev/shm). Progress on stderr. Exit 1 when any run had an error.
 """
 
 from __future__ import annotations
