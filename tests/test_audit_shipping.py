@@ -57,7 +57,7 @@ from sim.receiver.store import ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy
 from sim.receiver.verify import verify_receiver_store
 from tests.audit_support import FAST, Camera, Link, Net, ship_over_mqtt
-from tests.mqtt_support import mosquitto, wait_for  # noqa: F401
+from tests.mqtt_support import mosquitto, wait_for, wait_until  # noqa: F401
 from tests.receiver_support import DEVICE, Rig, device_client
 
 pytestmark = pytest.mark.timeout(60)
@@ -618,7 +618,8 @@ async def test_shipping_through_mosquitto_survives_restarts_and_duplicates(
         camera.shipper = camera.new_shipper()
         run = ship_over_mqtt(client, camera.shipper, until=everything, duplicate=True, between=grow)
         shipping = asyncio.create_task(run)
-        await asyncio.sleep(1.0)
+        # Let it ship (and duplicate) a few ranges into the broker while nobody receives them.
+        await wait_until(lambda: camera.shipper.ranges_sent >= 2, what="ranges while down")
         async with _receiver(store, mosquitto.url, key) as service:
             await wait_for(shipping, timeout_s=30, what="the whole log")
             assert service.core.audit.counters.resends >= 1  # the duplicates
