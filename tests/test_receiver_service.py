@@ -13,11 +13,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from device.mqtt.settings import Backoff, parse_broker_url
 from protocol.upload import Ack, SenderConfig, UploadResult
+from protocol.upload.wire import encode_control
 from sim.broker import PrivateBroker
 from sim.receiver.core import EvidenceReceiver
 from sim.receiver.service import ReceiverService
@@ -25,7 +27,13 @@ from sim.receiver.store import ReceiverStore
 from sim.receiver.trust import TrustMode, TrustPolicy
 from sim.receiver.verify import verify_receiver_store
 from tests.mqtt_support import mosquitto, wait_for  # noqa: F401
-from tests.receiver_support import device_client, make_segments, upload_over_mqtt
+from tests.receiver_support import (
+    device_client,
+    make_segments,
+    offer_of,
+    offer_topic,
+    upload_over_mqtt,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 FAST = SenderConfig(chunk_size=1024, window=4, ack_timeout_s=0.5, max_retries=20)
@@ -165,3 +173,50 @@ async def test_a_receiver_killed_mid_upload_completes_it_exactly_once(
     assert [r["sha256"] for r in receiver.receipts] == [segment.manifest.sha256]
     assert not any((store / "incoming").iterdir())
     assert verify_receiver_store(store).ok
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize("fresh", [False, True])
+async def test_a_fresh_session_drops_what_was_queued_for_an_earlier_receiver(
+    tmp_path: Path,
+    mosquitto: PrivateBroker,  # noqa: F811 - the fixture imported above
+    protocol: Literal["5", "3.1.1"],
+    fresh: bool,
+) -> None:
+    """An offer published while the receiver was away reaches the next receiver with the same
+    client ID, unless that one starts a fresh session (a fleet's embedded receiver)."""
+    identity, closed = make_segments(tmp_path / "device", count=2)
+    stale, today = closed
+    broker = parse_broker_url(mosquitto.url, protocol=protocol, backoff=Backoff(0.05, 0.2))
+
+    async def serve(
+        store: str, *, fresh_session: bool
+    ) -> tuple[ReceiverService, asyncio.Task[None]]:
+        receiver_store = ReceiverStore(tmp_path / store)
+        core = EvidenceReceiver(receiver_store, TrustPolicy(receiver_store.trust, TrustMode.TOFU))
+        service = ReceiverService(core, broker, fresh_session=fresh_session)
+        task = asyncio.create_task(service.run())
+        await wait_for(service.connected.wait(), timeout_s=READY_TIMEOUT_S, what="subscribed")
+        return service, task
+
+    async def stop(service: ReceiverService, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        service.core.close()
+
+    await stop(*await serve("earlier", fresh_session=False))  # leaves its session behind
+    async with device_client(mosquitto.url) as client:
+        await client.publish(
+            offer_topic(identity.device_id), encode_control(offer_of(stale)), qos=1
+        )
+        service, task = await serve("today", fresh_session=fresh)
+        try:
+            service.core.present_key(identity.device_id, identity.key.public_bytes())
+            finished = await wait_for(upload_over_mqtt(client, today, FAST), what="upload")
+            assert finished.result is UploadResult.VERIFIED
+            # The broker delivers a session's queue before anything published after the
+            # connection, so the stale offer, if it came at all, came before today's.
+            assert service.core.counters.offers == (1 if fresh else 2)
+        finally:
+            await stop(service, task)

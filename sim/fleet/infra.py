@@ -53,7 +53,10 @@ async def infrastructure(
         store = ReceiverStore(config.receiver_store)
         trust = TrustPolicy(store.trust, TrustMode.PINNED)
         service = ReceiverService(
-            EvidenceReceiver(store, trust), settings, client_id="bwc-sim-fleet-receiver"
+            EvidenceReceiver(store, trust),
+            settings,
+            client_id="bwc-sim-fleet-receiver",
+            fresh_session=True,  # trusts this run's cameras only: earlier runs' queue is noise
         )
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(service.run())

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -56,10 +57,16 @@ class ReceiverService:
         *,
         client_id: str = DEFAULT_CLIENT_ID,
         rng: random.Random | None = None,
+        fresh_session: bool = False,
     ) -> None:
         self.core = core
         self.broker = broker
         self.client_id = client_id
+        self.fresh_session = fresh_session
+        """Discard the broker's session for ``client_id`` before the first subscription: for a
+        receiver whose store and trust are new (a fleet's embedded one), messages queued for an
+        earlier run's receiver come from cameras it never trusted, and answering them would
+        reject the logs of today's cameras that share those device IDs."""
         self.connected = asyncio.Event()
         self.connections = 0
         self._rng = rng or random.Random()
@@ -68,18 +75,20 @@ class ReceiverService:
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-disk")
         self._unconfirmed: set[asyncio.Task[None]] = set()
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, *, clean_session: bool = False) -> aiomqtt.Client:
         broker = self.broker
         session: dict[str, Any] = {}
         if broker.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = broker.session_expiry_s
-            # Keep the session: queued offers and chunks survive our absence.
+            # Keep the session: queued offers and chunks survive our absence. A fresh session is
+            # clean at the first connect only (paho's first-only option), kept after that.
+            clean = mqtt.MQTT_CLEAN_START_FIRST_ONLY if self.fresh_session else False
             session.update(
-                protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=properties
+                protocol=aiomqtt.ProtocolVersion.V5, clean_start=clean, properties=properties
             )
         else:
-            session.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+            session.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=clean_session)
         tls = None
         if broker.tls:
             ca = None if broker.ca_file is None else str(broker.ca_file)
@@ -104,6 +113,8 @@ class ReceiverService:
 
         On the way out (cancelled) it waits for the message being stored, if any, to finish.
         """
+        if self.fresh_session and self.broker.protocol != "5":
+            await self._discard_session()
         client = self._client()  # reusable: one client object, one session
         try:
             while True:
@@ -122,6 +133,20 @@ class ReceiverService:
         finally:
             self.connected.clear()
             self._disk.shutdown(wait=True)
+
+    async def _discard_session(self) -> None:
+        """MQTT 3.1.1 has no first-only clean start: one clean-session connection ends the old
+        session (the broker drops a clean session at disconnect), then the persistent one
+        starts empty."""
+        while True:
+            try:
+                async with self._client(clean_session=True):
+                    return
+            except aiomqtt.MqttError as exc:
+                delay = self.broker.backoff.delay(self._attempt, self._rng)
+                self._attempt = min(self._attempt + 1, 32)
+                log.warning("cannot reach the broker (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         for topic in self.core.subscriptions():
