@@ -3,11 +3,11 @@
 Usage: .venv/bin/python scripts/bench.py [--quick] [--only upload,prebuffer,latency,shift,fleet]
        [--json]
 
-Runs each script below as a child process, one after the other, reads its figures (its ``--json``
-object where it has one, else its printed table), and prints one Markdown table on stdout:
-figure, ours, baseline, ours / baseline, and the command that reproduces the figure (the script
-prints the same figures, with more detail, without ``--json``). Every baseline was measured by
-the same script in the same run as the figure beside it.
+Runs each script below as a child process, one after the other, reads its figures (the one JSON
+object it prints with ``--json``), and prints one Markdown table on stdout: figure, ours,
+baseline, ours / baseline, and the command that reproduces the figure (the script prints the same
+figures, with more detail, without ``--json``). Every baseline was measured by the same script in
+the same run as the figure beside it.
 
 * upload (``scripts/bench_upload.py``): the verified upload of a real recording through
   mosquitto, MB/s at 64 KiB chunks and at 1 MiB (``UploadConfig``'s default ``chunk_size``);
@@ -25,11 +25,13 @@ the same script in the same run as the figure beside it.
 
 Ratios are ours / baseline, so above 1 is better for rates and speed-ups and worse for latency,
 CPU and memory. Where a script repeats, the figure is the median and the range follows in
-brackets; ``bench_prebuffer`` and ``bench_shift`` report the best of their repeats. ``--quick``
-passes each script its smallest settings (a smoke run: the figures are noisier and the fleet is
-200 cameras for 30 s). A script that is missing or fails gives a row saying so, and the others
-still run; the exit status is then 1. The load average before and after each script is printed
-under the table. Progress (the running script's last stderr line) goes to stderr.
+brackets, and the ratio is the median (range) of each repeat's ratio to the baseline of the same
+repeat (run without ``--json``, ``bench_prebuffer`` and ``bench_shift`` print the best of their
+repeats instead). ``--quick`` passes each script its smallest settings (a smoke run: the figures
+are noisier and the fleet is 200 cameras for 30 s). A script that is missing or fails gives a row
+saying so, and the others still run; the exit status is then 1. The load average before and
+after each script is printed under the table. Progress (the running script's last stderr line)
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -72,13 +73,13 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Bench:
-    """A benchmark script, its arguments (normal and ``--quick``), and how to read its output."""
+    """A benchmark script, its arguments (normal and ``--quick``), and how to read its ``--json``
+    object."""
 
     name: str
     script: str
     args: tuple[str, ...]
     quick_args: tuple[str, ...]
-    json: bool
     parse: Callable[[str], list[Row]]
 
 
@@ -116,31 +117,22 @@ def parse_upload(out: str) -> list[Row]:
     return rows
 
 
-PREBUFFER_LINE = re.compile(
-    r"^(?P<profile>\S+)\s+(?P<label>push|payload|copy|memcpy)\s+(?P<mb_s>[\d.]+)\s+"
-    r"(?P<packets_s>[\d.]+)\s+(?P<ratio>[\d.]+)x$"
-)
-
-
 def parse_prebuffer(out: str) -> list[Row]:
-    rates: dict[str, dict[str, float]] = {}
-    for line in out.splitlines():
-        if match := PREBUFFER_LINE.match(line.strip()):
-            profile = rates.setdefault(match["profile"], {})
-            profile[match["label"]] = float(match["mb_s"])
-            profile[match["label"] + "_packets_s"] = float(match["packets_s"])
-    if not rates:
-        raise ValueError("no table in bench_prebuffer.py's output")
-    return [
-        Row(
-            f"pre-event buffer push, MB/s, {name} (best of repeats)",
-            f"{r['push']:,.0f} ({r['push_packets_s'] / 1e3:,.0f}k packets/s)",
-            f"{r['copy']:,.0f} (numpy copy of the same payloads)",
-            f"{r['push'] / r['copy']:.2f}",
-            r,
+    report = json.loads(out)
+    rows = []
+    for row in report["rows"]:
+        mb_s = row["mb_s"]
+        packets_s = statistics.median(row["packets_s"]["push"])
+        rows.append(
+            Row(
+                f"pre-event buffer push, MB/s, {row['profile']} (median of {report['repeat']})",
+                f"{spread(mb_s['push'], ',.0f')} ({packets_s / 1e3:,.0f}k packets/s)",
+                f"{spread(mb_s['copy'], ',.0f')} (numpy copy of the same payloads)",
+                spread(row["ratio"], ".2f"),
+                {k: row[k] for k in ("profile", "packets", "bytes", "mb_s", "packets_s", "ratio")},
+            )
         )
-        for name, r in rates.items()
-    ]
+    return rows
 
 
 def parse_latency(out: str) -> list[Row]:
@@ -182,25 +174,21 @@ def parse_latency(out: str) -> list[Row]:
     return rows
 
 
-def _number(pattern: str, text: str) -> float:
-    match = re.search(pattern, text, re.MULTILINE)
-    if match is None:
-        raise ValueError(f"bench_shift.py's output has no {pattern!r}")
-    return float(match[1].replace(",", ""))
-
-
 def parse_shift(out: str) -> list[Row]:
-    virtual = _number(r"^virtual\s+([\d.]+) s", out)
-    wall = _number(r"^wall\s+([\d.]+) s", out)
-    floor = _number(r"^floor\s+([\d.]+) s", out)
-    stored = _number(r"^stored\s+([\d.]+) GB", out)
+    report = json.loads(out)
+    stored_gb = statistics.median(report["stored_bytes"]) / 1e9
     return [
         Row(
-            f"10-hour shift, speed-up over real time ({stored:.2f} GB stored; best of repeats)",
-            f"{virtual / wall:,.0f}x ({wall:.2f} s)",
-            f"{virtual / floor:,.0f}x ({floor:.2f} s: write + SHA-256 of the same bytes)",
-            f"{floor / wall:.2f}",
-            {"virtual_s": virtual, "wall_s": wall, "floor_s": floor, "stored_gb": stored},
+            f"10-hour shift, speed-up over real time ({stored_gb:.2f} GB stored; median of "
+            f"{report['repeat']})",
+            f"{spread(report['speed_up'], ',.0f')}; wall {spread(report['wall_s'], '.2f')} s",
+            f"{spread(report['floor_speed_up'], ',.0f')}; {spread(report['floor_s'], '.2f')} s "
+            "(write + SHA-256 of the same bytes)",
+            spread(report["ratio"], ".2f"),
+            {
+                k: report[k]
+                for k in ("virtual_s", "stored_bytes", "wall_s", "floor_s", "speed_up", "ratio")
+            },
         )
     ]
 
@@ -278,7 +266,6 @@ BENCHES = (
         script="scripts/bench_upload.py",
         args=("--chunk-sizes", "65536,1048576"),
         quick_args=("--chunk-sizes", "65536,1048576", "--size-mb", "50", "--repeat", "1"),
-        json=True,
         parse=parse_upload,
     ),
     Bench(
@@ -286,7 +273,6 @@ BENCHES = (
         script="scripts/bench_prebuffer.py",
         args=(),
         quick_args=("--seconds", "30", "--repeat", "1"),
-        json=False,
         parse=parse_prebuffer,
     ),
     Bench(
@@ -294,7 +280,6 @@ BENCHES = (
         script="scripts/bench_latency.py",
         args=(),
         quick_args=("--quick",),
-        json=True,
         parse=parse_latency,
     ),
     Bench(
@@ -302,7 +287,6 @@ BENCHES = (
         script="scripts/bench_shift.py",
         args=(),
         quick_args=("--repeat", "1"),
-        json=False,
         parse=parse_shift,
     ),
     Bench(
@@ -310,7 +294,6 @@ BENCHES = (
         script="scripts/bench_fleet.py",
         args=(),
         quick_args=("--quick",),
-        json=True,
         parse=parse_fleet,
     ),
 )
@@ -339,7 +322,7 @@ async def run_bench(bench: Bench, quick: bool, progress: Progress) -> Outcome:
     if not (ROOT / bench.script).exists():
         outcome.problem = f"not available: {bench.script} does not exist"
         return outcome
-    command = [sys.executable, bench.script, *args, *(["--json"] if bench.json else [])]
+    command = [sys.executable, bench.script, *args, "--json"]
     task = progress.add_task(f"{bench.name}: starting", total=None)
     load_before, started = os.getloadavg()[0], time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
