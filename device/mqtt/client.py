@@ -1,17 +1,22 @@
 """The boundary with aiomqtt 2.5 / paho 2.x: one client class and the translation of their errors.
 
-``DeviceClient`` is an ``aiomqtt.Client`` that adds three things aiomqtt 2.5 does not expose:
+``DeviceClient`` is an ``aiomqtt.Client`` that adds three things aiomqtt 2.5 does not expose, and
+fixes one race:
 
 * the CONNACK: ``session_present`` and the broker's ``MaximumPacketSize`` (MQTT 5 only);
 * publishes that fail fast when the connection drops (aiomqtt's own ``publish`` keeps waiting for
   a PUBACK until its timeout even after the socket is gone);
 * MQTT 5 PUBACK reason codes: a broker refusing a message (0x80 and above) raises
-  ``PublishRejected`` instead of passing for success.
+  ``PublishRejected`` instead of passing for success;
+* a socket is watched for writing only while paho still has it open (see
+  ``DeviceClient._on_socket_register_write``).
 
 It does so by overriding aiomqtt's paho callbacks (``_on_connect``, ``_on_disconnect``,
-``_on_publish``), each of which still calls aiomqtt's own. These are private to aiomqtt, so the
-dependency is pinned to ``aiomqtt>=2.5,<3`` and ``tests/test_mqtt_link.py`` covers every one of them
-against a real mosquitto. Nothing outside ``device.mqtt`` sees an aiomqtt or paho type.
+``_on_publish``), each of which still calls aiomqtt's own, and by replacing one
+(``_on_socket_register_write``). These are private to aiomqtt, so the dependency is pinned to
+``aiomqtt>=2.5,<3``, and ``tests/test_mqtt_link.py`` and ``tests/test_mqtt_disconnect.py`` cover
+every one of them against a real mosquitto. Nothing outside ``device.mqtt`` sees an aiomqtt or
+paho type.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Final, Self
 import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from aiomqtt.types import PahoSocket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -125,6 +131,40 @@ class DeviceClient(aiomqtt.Client):
                 fut.set_result(None)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
+    def _on_socket_register_write(
+        self,
+        client: paho.Client,
+        userdata: Any,  # noqa: ARG002 - paho's callback signature
+        sock: PahoSocket,
+    ) -> None:
+        # Replaces aiomqtt's, which always defers ``loop.add_writer`` (``call_soon_threadsafe``,
+        # as paho may call it from the executor thread running ``connect()``), while aiomqtt's
+        # ``_on_socket_unregister_write`` removes the writer at once and paho then closes the
+        # socket (``paho.Client._sock_close``). When paho queued a packet and closed the socket
+        # in the same loop pass (a publisher ran, then the reader found the connection dropped
+        # by the broker), the late add_writer met a closed descriptor (asyncio logged EBADF, one
+        # per client) or one already reused by another socket. So: on the loop's thread, watch
+        # at once, in step with paho's ``_registered_write``; from another thread, later, and
+        # only if paho still wants this very socket watched.
+        fd = sock.fileno()
+
+        def watch() -> None:
+            if client.socket() is sock and client._registered_write:
+                self._loop.add_writer(fd, self._write_ready, client)
+
+        if _runs_on_this_thread(self._loop):
+            watch()
+        else:
+            self._loop.call_soon_threadsafe(watch)
+
+    def _write_ready(self, client: paho.Client) -> None:
+        """The socket takes bytes again: let paho write (aiomqtt's writer callback, unchanged)."""
+        try:
+            client.loop_write()
+        except Exception as exc:  # noqa: BLE001 - as aiomqtt: a failed write ends the connection
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
     def fail_pending(self, why: str) -> None:
         """Wake every publish waiting for an acknowledgement with ``PublishInterrupted``."""
         acks, self._acks = self._acks, {}
@@ -175,6 +215,14 @@ class DeviceClient(aiomqtt.Client):
             ) from None
         finally:
             self._acks.pop(info.mid, None)
+
+
+def _runs_on_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the loop running in the calling thread (not aiomqtt's executor)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs in this thread
+        return False
 
 
 NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
