@@ -8,15 +8,25 @@ Layout under the data directory (see docs/storage.md):
 A segment without a manifest is open, or was open when the device died; ``recover`` closes every
 such segment from its complete records. Nothing here deletes evidence except
 ``remove_verified``, which the upload manager calls once an upload of it was verified.
+
+The store keeps an index of its closed segments, their bytes and the highest recording sequence,
+built by one scan when it opens (``rescan``) and kept up to date by its own operations, so
+that segment close, trigger and the upload manager's refresh never list the directory. The
+index assumes one ``EvidenceStore`` per data directory, as ``used_bytes`` always did: whatever
+else changes the directory (another instance or process, a person) is seen at the next
+``rescan``, which ``recover`` and the upload manager (at start and every ``rescan_s``) call.
+``generation`` changes whenever the index does: a reader that saw it unchanged need not look.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import msgspec
 
@@ -27,15 +37,20 @@ from device.packets import Packet
 from device.recordfile import RecordWriter, SegmentHeader, SegmentReader, SegmentSummary, recover
 from device.recordformat import RecordType
 from device.segmentmeta import SegmentClosing, SegmentEnd, SegmentStart, build_manifest
+from device.store_scan import (
+    MANIFEST_SUFFIX,
+    RECORDING_SEQ,
+    SEGMENT_SUFFIX,
+    SegmentKey,
+    scan_store,
+)
 from protocol.jsoncodec import decode_json
 from protocol.manifest import SegmentManifest, SignedManifest
 
 RECORDINGS_DIR = "recordings"
-SEGMENT_SUFFIX = ".bwcseg"
-MANIFEST_SUFFIX = ".manifest.json"
-_SEGMENT_NAME = re.compile(r"^seg-(\d{6})\.bwcseg$")
 _MANIFEST_NAME = re.compile(r"^seg-(\d{6})\.manifest\.json$")
-_RECORDING_SEQ = re.compile(r"^r(\d{6})-")
+_GENERATIONS = itertools.count(1)
+"""Generations are unique across store instances: a reader can never mistake one for another."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +153,32 @@ class EvidenceStore:
             self._dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {self._dir}: {exc.strerror}") from exc
-        self._used = self._on_disk()
         self._open: set[OpenSegment] = set()
+        self._closed: dict[SegmentKey, Path] = {}
+        self._used = 0
+        self._last_seq = 0
+        self._generation = 0
+        self.rescan()
 
-    def _on_disk(self) -> int:
-        return sum(path.stat().st_size for path in self._dir.glob(f"*/*{SEGMENT_SUFFIX}"))
+    def rescan(self) -> None:
+        """Rebuild the index from the directory: closed segments, bytes used, last sequence.
+
+        One listing of each recording directory; ``generation`` changes. The store's own
+        operations keep the index current; this is for start-up and for changes made behind
+        the store's back.
+        """
+        scan = scan_store(self._dir, {segment.writer.path for segment in self._open})
+        self._closed, self._used, self._last_seq = scan.closed, scan.used, scan.last_seq
+        self._generation = next(_GENERATIONS)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the set of closed segments may have: a close, a removal, a rescan."""
+        return self._generation
+
+    def closed_index(self) -> Mapping[SegmentKey, Path]:
+        """(recording, index) -> path of every closed segment, from the index (a live view)."""
+        return MappingProxyType(self._closed)
 
     @property
     def used_bytes(self) -> int:
@@ -151,12 +187,7 @@ class EvidenceStore:
 
     def new_recording_id(self, utc_label: str) -> str:
         """The next recording ID: ``r{seq:06d}-{utc_label}``, seq one above any on disk."""
-        sequences = [
-            int(match.group(1))
-            for entry in self._dir.iterdir()
-            if (match := _RECORDING_SEQ.match(entry.name))
-        ]
-        return f"r{max(sequences, default=0) + 1:06d}-{utc_label}"
+        return f"r{self._last_seq + 1:06d}-{utc_label}"
 
     def open_segment(self, start: SegmentStart) -> OpenSegment:
         """Create the segment file and write its METADATA record (durably, when durable)."""
@@ -165,6 +196,8 @@ class EvidenceStore:
             directory.mkdir(exist_ok=False)
             if self._durable:
                 fsync_directory(self._dir)
+            if match := RECORDING_SEQ.match(start.recording):
+                self._last_seq = max(self._last_seq, int(match.group(1)))
         path = directory / segment_name(start.index)
         header = SegmentHeader(start.device, start.recording, start.index)
         writer = RecordWriter(path, header, sync=False)
@@ -185,14 +218,17 @@ class EvidenceStore:
         summary = segment.writer.close(sync=self._durable)
         self._open.discard(segment)
         self._used += summary.size
-        return self._write_manifest(summary.path, segment.start, _end(summary, closing))
+        closed = self._write_manifest(summary.path, segment.start, _end(summary, closing))
+        self._closed[(segment.start.recording, segment.start.index)] = closed.path
+        self._generation = next(_GENERATIONS)
+        return closed
 
     def recover(self) -> Recovery:
         """Close every segment left open by a crash, from its complete records; oldest first.
 
         A segment file that does not even hold its header and METADATA record (the device died
         while creating it) holds no media: it is renamed ``<name>.torn-0``, keeping its bytes,
-        and reported in ``set_aside`` so the camera can audit it.
+        and reported in ``set_aside`` so the camera can audit it. Ends with a ``rescan``.
         """
         recovery = Recovery()
         for path in sorted(self._dir.glob(f"*/*{SEGMENT_SUFFIX}")):
@@ -204,7 +240,7 @@ class EvidenceStore:
                 recovery.set_aside.append((self._set_aside(path), str(exc)))
                 continue
             recovery.closed.append(self._recover_one(path, start))
-        self._used = self._on_disk()
+        self.rescan()
         return recovery
 
     def _set_aside(self, path: Path) -> Path:
@@ -234,13 +270,9 @@ class EvidenceStore:
     def closed_segment_paths(self) -> list[Path]:
         """Paths of every closed segment (one whose manifest exists), by recording then index.
 
-        Cheaper than ``closed_segments``: no manifest is read. ``load_closed`` reads one.
+        From the index: nothing is read. ``load_closed`` reads one manifest.
         """
-        return [
-            path
-            for path in sorted(self._dir.glob(f"*/*{SEGMENT_SUFFIX}"))
-            if manifest_path(path).exists()
-        ]
+        return [self._closed[key] for key in sorted(self._closed)]
 
     def load_closed(self, path: Path) -> ClosedSegment:
         """The closed segment at ``path``, with its signed manifest (``EvidenceError`` if bad)."""
@@ -267,17 +299,19 @@ class EvidenceStore:
             freed = 0
         except OSError as exc:
             raise storage_error("deleting", path, exc) from exc
+        self._used = max(0, self._used - freed)
+        if self._closed.pop((recording, index), None) is not None:
+            self._generation = next(_GENERATIONS)  # its file is gone: no longer closed
         try:
             manifest_path(path).unlink(missing_ok=True)
         except OSError as exc:
             raise storage_error("deleting", manifest_path(path), exc) from exc
         if self._durable:
             fsync_directory(path.parent)
-        self._used = max(0, self._used - freed)
         return freed
 
-    def orphan_manifests(self) -> list[tuple[str, int]]:
-        """(recording, index) of every manifest whose segment file is gone, sorted."""
+    def orphan_manifests(self) -> list[SegmentKey]:
+        """(recording, index) of every manifest whose segment file is gone, sorted (a scan)."""
         orphans = []
         for target in sorted(self._dir.glob(f"*/*{MANIFEST_SUFFIX}")):
             match = _MANIFEST_NAME.match(target.name)
@@ -286,7 +320,7 @@ class EvidenceStore:
         return orphans
 
     def closed_segments(self) -> Iterator[ClosedSegment]:
-        """Every closed segment on the device, by recording then index."""
+        """Every closed segment on the device, by recording then index (a scan; reads each)."""
         for path in sorted(self._dir.glob(f"*/*{SEGMENT_SUFFIX}")):
             target = manifest_path(path)
             if target.exists():

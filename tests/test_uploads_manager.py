@@ -432,6 +432,8 @@ def test_token_bucket_waits_for_tokens_and_repays_debt() -> None:
         {"retry_base_s": 10.0, "retry_max_s": 5.0},
         {"retry_jitter": 1.0},
         {"burst_bytes": 0},
+        {"rescan_s": 0.0},
+        {"rescan_s": float("nan")},
     ],
 )
 def test_config_is_validated(changes: dict[str, float]) -> None:

@@ -1,5 +1,10 @@
 """Any interleaving of recordings, link changes, loss, restarts and crashes: every segment ends
-verified exactly once, and no segment is deleted before its receipt exists."""
+verified exactly once, and no segment is deleted before its receipt exists.
+
+The store's index (closed segments, bytes, last recording sequence) is checked against a full
+scan of the directory after every step, and the manager's queue against the index after every
+refresh; segments an operator deletes by hand leave the queue after a rescan.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from device.store import EvidenceStore
+from device.store import EvidenceStore, manifest_path
 from device.uploads import UploadManager, UploadStateDir
 from protocol.upload import UploadReceiver
 from sim.linksim import LinkProfile, SimulatedLink
 from tests.camera_rig import BUTTON, POLICY, Rig
+from tests.store_scan import full_scan
 from tests.test_uploads_manager import CrashError, CrashingStore
 from tests.upload_loop import ReceiverShell, UploadLoop, camera_audit, new_manager
 
@@ -33,6 +39,8 @@ class UploadWorld(RuleBasedStateMachine):
         self.root = Path(self._tmp.name)
         self.rig = Rig(self.root, replace(POLICY, pre_event_s=1.0, segment_s=4.0))
         self.store = CrashingStore(self.root, self.rig.store.identity, durable=False)
+        # One store for the camera and the uploads, as on a device: the index is per instance.
+        self.rig.store = self.rig.camera.store = self.store
         self.state_dir = self.root / "uploads"
         self.audit = camera_audit(self.rig.audit)
         self.receiver = ReceiverShell(self.store.identity.key.public_bytes())
@@ -87,7 +95,33 @@ class UploadWorld(RuleBasedStateMachine):
             self.known.setdefault(
                 segment.signed.upload_id(), (segment.path, segment.path.read_bytes())
             )
-        self.guard(lambda: self.manager.refresh(self.loop.now))
+        self.refresh()
+
+    @rule()
+    def refresh(self) -> None:
+        """The daemon's poll; afterwards the queue is exactly the store's closed segments."""
+        try:
+            self.manager.refresh(self.loop.now)
+        except CrashError:
+            self.guard(self.restart)
+            return
+        index = self.store.closed_index()
+        rejected = {(r.recording, r.index) for r in self.manager.rejected()}
+        assert set(self.manager.queue_order()) | rejected == index.keys()
+
+    @rule(data=st.data())
+    def delete_by_hand(self, data: st.DataObject) -> None:
+        """Someone removes a closed segment behind the store's back, then has it rescanned."""
+        paths = sorted(self.store.closed_index().values())
+        if not paths:
+            return
+        path = data.draw(st.sampled_from(paths))
+        upload_id = self.store.load_closed(path).signed.upload_id()
+        path.unlink()
+        manifest_path(path).unlink()
+        self.known.pop(upload_id, None)
+        self.store.rescan()
+        self.refresh()
 
     @rule(dt=st.floats(0.001, 20.0))
     def advance(self, dt: float) -> None:
@@ -139,6 +173,15 @@ class UploadWorld(RuleBasedStateMachine):
                 receipt = state.read_receipt(path.parent.name, int(path.name[4:10]))
                 assert receipt is not None
                 assert receipt.upload_id == upload_id
+
+    @invariant()
+    def index_matches_a_full_scan(self) -> None:
+        scan = full_scan(self.root)
+        assert dict(self.store.closed_index()) == scan.closed
+        assert self.store.used_bytes == scan.used  # no segment is open between steps
+        assert self.store.new_recording_id("x") == f"r{scan.last_seq + 1:06d}-x"
+        queued = set(self.manager.queue_order())
+        assert queued <= scan.closed.keys()  # what disappeared left the queue
 
     @invariant()
     def never_made_final_twice(self) -> None:

@@ -16,8 +16,8 @@ only after a ``verified`` ack that matches its manifest, and only after a durabl
 
 from __future__ import annotations
 
+import math
 import random
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -54,7 +54,6 @@ CODE_SEGMENT_UNREADABLE: Final = "segment_unreadable"
 """Local rejection: the segment file cannot be read as its manifest describes (kept, audited)."""
 CODE_CANNOT_OFFER: Final = "cannot_offer"
 """Local transient failure: no sender could be built under the current message limit."""
-_SEGMENT_FILE = re.compile(r"^seg-(\d{6})\.bwcseg$")
 
 
 class UploadManager:
@@ -88,6 +87,10 @@ class UploadManager:
         self._max_message_size = config.max_message_size
         self._bucket = _bucket(config, config.max_message_size)
         self._repaired = False
+        self._seen: set[SegmentKey] = set()
+        """Keys of the store's index already looked at (queued, rejected, or not offerable)."""
+        self._generation: int | None = None
+        self._next_rescan = -math.inf
         self._now = 0.0
         self._verified_segments = 0
         self._verified_bytes = 0
@@ -100,28 +103,24 @@ class UploadManager:
     def refresh(self, now: float) -> None:
         """Queue closed segments not yet known; finish deletions a crash interrupted.
 
-        Reads only the manifests of segments it has not seen yet, so it is cheap to call after
-        every segment close. Segments that disappeared from the store leave the queue.
+        Follows the store's index (``EvidenceStore.generation``): nothing is read when nothing
+        closed or went since the last call, and only the manifests of new segments otherwise,
+        so it is cheap to call after every segment close and on every poll. Segments that
+        disappeared from the store leave the queue. The first call, and the first one every
+        ``config.rescan_s``, rescans the store, which picks up changes made behind its back.
         """
         self._now = now
         if not self._repaired:
             self._ledger.repair_orphans()
             self._repaired = True
-        present: set[SegmentKey] = set()
-        for path in self._store.closed_segment_paths():
-            key = _key_of(path)
-            if key is None:
-                continue
-            present.add(key)
-            if key not in self._queue and key not in self._rejected:
-                self._discover(path, now)
-        for entry in list(self._queue):
-            if entry.key not in present:
-                self._queue.remove(entry.key)
-                if self._attempt is not None and self._attempt.entry is entry:
-                    self._attempt = None
-        for key in [key for key in self._rejected if key not in present]:
-            del self._rejected[key]
+        if now >= self._next_rescan:
+            self._next_rescan = now + self._config.rescan_s
+            self._store.rescan()
+            # Look again at what could not be offered (it may have been fixed); keep the rest,
+            # so that what the rescan found gone leaves the queue.
+            self._seen = {entry.key for entry in self._queue} | self._rejected.keys()
+        if self._store.generation != self._generation:
+            self._sync(now)
 
     def set_critical(self, recording_ids: Mapping[str, float]) -> None:
         """Recording ID -> upload deadline (``camera.critical``): these go first, by deadline.
@@ -203,7 +202,8 @@ class UploadManager:
         if self._rejected.pop((recording, index), None) is None:
             return False
         self._ledger.release(recording, index)
-        self.refresh(self._now)
+        self._seen.discard((recording, index))
+        self._sync(self._now)
         return True
 
     # -- outputs ---------------------------------------------------------------------------------
@@ -255,11 +255,30 @@ class UploadManager:
 
     # -- discovery -------------------------------------------------------------------------------
 
-    def _discover(self, path: Path, now: float) -> None:
+    def _sync(self, now: float) -> None:
+        """Catch up with the store's index: discover new segments, drop the ones gone."""
+        index = self._store.closed_index()
+        for key in sorted(index.keys() - self._seen):
+            self._seen.add(key)
+            path = index.get(key)  # gone if an earlier discovery deleted it
+            if path is not None and key not in self._queue and key not in self._rejected:
+                self._discover(key, path, now)
+        for key in self._seen - index.keys():  # deleted here, or found gone by a rescan
+            self._seen.discard(key)
+            entry = self._queue.remove(key)
+            if entry is not None and self._attempt is not None and self._attempt.entry is entry:
+                self._attempt = None
+            self._rejected.pop(key, None)
+        self._generation = self._store.generation
+
+    def _discover(self, key: SegmentKey, path: Path, now: float) -> None:
         try:
             segment = self._store.load_closed(path)
         except EvidenceError:
             return  # a manifest that does not decode cannot be offered; verify reports it
+        manifest = segment.manifest
+        if (manifest.recording, manifest.index) != key:
+            return  # a manifest of another segment cannot describe this file; verify reports it
         receipt = self._ledger.receipt_for(segment)
         if receipt is not None:
             self._ledger.delete(receipt, now, repaired=True)  # a crash came between the two
@@ -358,8 +377,3 @@ def _bucket(config: UploadConfig, max_message_size: int) -> TokenBucket | None:
         return None
     largest = min(config.chunk_size + CHUNK_HEADER_SIZE, max_message_size)
     return TokenBucket.from_bits(config.bandwidth_bps, config.burst_bytes or largest)
-
-
-def _key_of(path: Path) -> SegmentKey | None:
-    match = _SEGMENT_FILE.match(path.name)
-    return None if match is None else (path.parent.name, int(match.group(1)))

@@ -42,7 +42,10 @@ class UploadConfig:
     publish limit, which every common broker takes).
     ``bandwidth_bps`` caps the bytes published (chunks and offers, headers included) with a
     token bucket of ``burst_bytes`` (default: one largest message). ``durable`` false skips the
-    fsyncs of state files (virtual-time runs); the write order is the same.
+    fsyncs of state files (virtual-time runs); the write order is the same. ``rescan_s`` is
+    how often ``refresh`` rescans the evidence store for changes made behind its back (its
+    index follows the store's own closes and deletions at once): files removed by hand leave
+    the queue within that time.
     """
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -57,6 +60,7 @@ class UploadConfig:
     retry_max_s: float = 600.0
     retry_jitter: float = 0.5
     durable: bool = True
+    rescan_s: float = 300.0
 
     def __post_init__(self) -> None:
         try:
@@ -78,6 +82,8 @@ class UploadConfig:
             )
         if not 0 <= self.retry_jitter < 1:
             raise ConfigError(f"upload.retry_jitter must be in [0, 1), got {self.retry_jitter}")
+        if not self.rescan_s > 0:
+            raise ConfigError(f"upload.rescan_s must be > 0, got {self.rescan_s}")
 
     def sender_config(self) -> SenderConfig:
         """The protocol sender's settings (``LocalProtocolError`` if out of range)."""
