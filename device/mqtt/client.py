@@ -1,22 +1,29 @@
 """The boundary with aiomqtt 2.5 / paho 2.x: one client class and the translation of their errors.
 
 ``DeviceClient`` is an ``aiomqtt.Client`` that adds three things aiomqtt 2.5 does not expose, and
-fixes one race:
+fixes races at connect and disconnect:
 
 * the CONNACK: ``session_present`` and the broker's ``MaximumPacketSize`` (MQTT 5 only);
 * publishes that fail fast when the connection drops (aiomqtt's own ``publish`` keeps waiting for
   a PUBACK until its timeout even after the socket is gone);
 * MQTT 5 PUBACK reason codes: a broker refusing a message (0x80 and above) raises
   ``PublishRejected`` instead of passing for success;
-* a socket is watched for writing only while paho still has it open (see
-  ``DeviceClient._on_socket_register_write``).
+* a socket is watched for reading or writing only while paho still has it open (see
+  ``device.mqtt.sockets``);
+* ``drop_socket()`` closes, on the event loop's thread, a socket that a timed-out CONNACK or a
+  timed-out disconnect left open (aiomqtt leaves it to paho's next ``connect()``, which runs in
+  aiomqtt's executor thread and so changed the loop's registrations from that thread).
+
+A client makes one connection: ``translated_connect`` drops its socket when the connection ends,
+and ``MqttLink`` makes a fresh client for each attempt (see ``MqttLink._new_client``).
 
 It does so by overriding aiomqtt's paho callbacks (``_on_connect``, ``_on_disconnect``,
-``_on_publish``), each of which still calls aiomqtt's own, and by replacing one
-(``_on_socket_register_write``). These are private to aiomqtt, so the dependency is pinned to
-``aiomqtt>=2.5,<3``, and ``tests/test_mqtt_link.py`` and ``tests/test_mqtt_disconnect.py`` cover
-every one of them against a real mosquitto. Nothing outside ``device.mqtt`` sees an aiomqtt or
-paho type.
+``_on_publish``), each of which still calls aiomqtt's own, on top of
+``device.mqtt.sockets.SocketGuardedClient`` (which replaces aiomqtt's socket callbacks). These are
+private to aiomqtt, so the dependency is pinned to ``aiomqtt>=2.5,<3``, and
+``tests/test_mqtt_link.py``, ``tests/test_mqtt_disconnect.py`` and ``tests/test_mqtt_timeouts.py``
+cover every one of them against a real mosquitto. Nothing outside ``device.mqtt`` sees an aiomqtt
+or paho type.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ from typing import Any, Final, Self
 import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
-from aiomqtt.types import PahoSocket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -45,6 +51,7 @@ from device.mqtt.errors import (
     PublishTimeout,
 )
 from device.mqtt.settings import BrokerSettings
+from device.mqtt.sockets import SocketGuardedClient
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ def _reason_value(code: ReasonCode | int) -> int:
     return code.value if isinstance(code, ReasonCode) else int(code)
 
 
-class DeviceClient(aiomqtt.Client):
+class DeviceClient(SocketGuardedClient):
     """aiomqtt's client plus CONNACK details, fail-fast publishes and PUBACK reason codes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -131,39 +138,9 @@ class DeviceClient(aiomqtt.Client):
                 fut.set_result(None)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
-    def _on_socket_register_write(
-        self,
-        client: paho.Client,
-        userdata: Any,  # noqa: ARG002 - paho's callback signature
-        sock: PahoSocket,
-    ) -> None:
-        # Replaces aiomqtt's, which always defers ``loop.add_writer`` (``call_soon_threadsafe``,
-        # as paho may call it from the executor thread running ``connect()``), while aiomqtt's
-        # ``_on_socket_unregister_write`` removes the writer at once and paho then closes the
-        # socket (``paho.Client._sock_close``). When paho queued a packet and closed the socket
-        # in the same loop pass (a publisher ran, then the reader found the connection dropped
-        # by the broker), the late add_writer met a closed descriptor (asyncio logged EBADF, one
-        # per client) or one already reused by another socket. So: on the loop's thread, watch
-        # at once, in step with paho's ``_registered_write``; from another thread, later, and
-        # only if paho still wants this very socket watched.
-        fd = sock.fileno()
-
-        def watch() -> None:
-            if client.socket() is sock and client._registered_write:
-                self._loop.add_writer(fd, self._write_ready, client)
-
-        if _runs_on_this_thread(self._loop):
-            watch()
-        else:
-            self._loop.call_soon_threadsafe(watch)
-
-    def _write_ready(self, client: paho.Client) -> None:
-        """The socket takes bytes again: let paho write (aiomqtt's writer callback, unchanged)."""
-        try:
-            client.loop_write()
-        except Exception as exc:  # noqa: BLE001 - as aiomqtt: a failed write ends the connection
-            if not self._disconnected.done():
-                self._disconnected.set_exception(exc)
+    def _close_socket(self) -> None:
+        self.fail_pending("connection closed")
+        super()._close_socket()
 
     def fail_pending(self, why: str) -> None:
         """Wake every publish waiting for an acknowledgement with ``PublishInterrupted``."""
@@ -215,14 +192,6 @@ class DeviceClient(aiomqtt.Client):
             ) from None
         finally:
             self._acks.pop(info.mid, None)
-
-
-def _runs_on_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` is the loop running in the calling thread (not aiomqtt's executor)."""
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:  # no loop runs in this thread
-        return False
 
 
 NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -298,17 +267,24 @@ def make_client(
 
 @contextlib.asynccontextmanager
 async def translated_connect(client: DeviceClient) -> AsyncIterator[DeviceClient]:
-    """Enter ``client`` (connect), turning aiomqtt's connect errors into ``ConnectFailed``."""
+    """Enter ``client`` (connect), turning aiomqtt's connect errors into ``ConnectFailed``.
+
+    However the connection ends (a refusal, a timeout, cancellation, a clean exit), the client's
+    socket is closed on the way out (``DeviceClient.drop_socket``); the client is then spent.
+    """
     try:
-        await client.__aenter__()
-    except MqttConnectError as exc:
-        raise ConnectFailed(f"broker refused the connection: {exc}", refused=True) from exc
-    except aiomqtt.MqttError as exc:
-        raise ConnectFailed(f"cannot connect: {exc}") from exc
-    try:
-        yield client
-    finally:
         try:
-            await client.__aexit__(None, None, None)
+            await client.__aenter__()
+        except MqttConnectError as exc:
+            raise ConnectFailed(f"broker refused the connection: {exc}", refused=True) from exc
         except aiomqtt.MqttError as exc:
-            log.info("disconnect was not clean: %s", exc)
+            raise ConnectFailed(f"cannot connect: {exc}") from exc
+        try:
+            yield client
+        finally:
+            try:
+                await client.__aexit__(None, None, None)
+            except aiomqtt.MqttError as exc:
+                log.info("disconnect was not clean: %s", exc)
+    finally:
+        client.drop_socket()

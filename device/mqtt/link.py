@@ -120,17 +120,10 @@ class MqttLink:
         self._started = True
         loop = asyncio.get_running_loop()
         backoff = self.settings.backoff
-        client = make_client(
-            self.settings,
-            client_id=self.client_id,
-            will_topic=self.presence.topic,
-            will_payload=self.presence.offline,
-            max_inflight=self._max_inflight,
-        )
         attempt = 0
         try:
             while not self._closing.is_set():
-                up_since = await self._connection(client)
+                up_since = await self._connection(self._new_client())
                 if self._closing.is_set():
                     break
                 if up_since is not None and loop.time() - up_since >= backoff.stable_after_s:
@@ -202,6 +195,27 @@ class MqttLink:
                 return
             yield message
 
+    def _new_client(self) -> DeviceClient:
+        """A fresh client for one connection attempt.
+
+        aiomqtt's client is reusable only after a clean exit: a timed-out wait for its
+        disconnect leaves its lock held, and every later attempt failed "reusable, but not
+        reentrant"; a timed-out CONNACK leaves paho's socket and state for paho's next
+        ``connect()`` to clean up in aiomqtt's executor thread. A client per attempt has none
+        of that. Nothing the session needs is in the client: clean start (MQTT 5) or clean
+        session (3.1.1) is off on every connect, so the broker keeps the session; a publish
+        waiting for its PUBACK ends with its connection (``PublishInterrupted``) and paho does
+        not resend it (``DeviceClient._forget``: callers own retries), so neither does the
+        next client.
+        """
+        return make_client(
+            self.settings,
+            client_id=self.client_id,
+            will_topic=self.presence.topic,
+            will_payload=self.presence.offline,
+            max_inflight=self._max_inflight,
+        )
+
     async def _connection(self, client: DeviceClient) -> float | None:
         """One connection's life: returns the loop time it came up, or ``None`` if it never did."""
         up_since: float | None = None
@@ -218,6 +232,7 @@ class MqttLink:
             self.last_error = exc
         finally:
             self._mark_down()
+            self._client = None  # spent: translated_connect closed its socket
         return up_since
 
     async def _serve(self, client: DeviceClient) -> None:
