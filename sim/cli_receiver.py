@@ -6,7 +6,8 @@ answers every offer and chunk with an ack. Runs until Ctrl-C or SIGTERM (exit 0)
 
 Trust: ``--trust pinned`` (the default) accepts only keys in ``DIR/trust/{device}.pub`` and those
 given with ``--trust-key``; ``--trust tofu`` also enrols the first key presented for a new device.
-``--trust-key`` takes a camera's ``device.json`` or a ``{device}.pub`` file.
+``--trust-key`` takes a camera's ``device.json`` or a ``{device}.pub`` file, or a directory: every
+``device.json`` below it (a fleet's ``--data-dir`` enrols the whole fleet).
 
 With ``--json`` one JSON object per verified segment is printed on stdout (the receipt). Exit 2
 on bad usage (the message names the option).
@@ -57,7 +58,8 @@ def register(commands: Any) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--trust-key", action="append", type=Path, default=[], metavar="FILE",
-        help="trust this device key (device.json or {device}.pub); repeatable",
+        help="trust this device key (device.json or {device}.pub; a directory: every "
+        "device.json below it, e.g. a fleet's --data-dir); repeatable",
     )  # fmt: skip
     add_broker_options(parser)
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="MQTT client ID (fixed)")

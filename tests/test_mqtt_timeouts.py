@@ -24,7 +24,8 @@ import pytest
 import pytest_asyncio
 
 from device.mqtt import Backoff, MqttLink, Presence, parse_broker_url
-from device.mqtt.client import make_client
+from device.mqtt.client import make_client, translated_connect
+from device.mqtt.errors import ConnectFailed
 from sim.broker import PrivateBroker
 from tests.mqtt_support import wait_for, wait_until
 
@@ -259,3 +260,19 @@ async def test_a_socket_closed_before_the_deferred_add_reader_is_never_watched(
     thread.join()
     await asyncio.sleep(0.05)  # the deferred add_reader has run
     assert loop_watch.loop_errors == []
+
+
+@pytest.mark.parametrize(("protocol", "hint"), [("5", "try --mqtt 3.1.1"), ("3.1.1", "overloaded")])
+async def test_a_broker_that_never_answers_connect_is_reported_with_what_to_try(
+    mosquitto: PrivateBroker, protocol: Literal["5", "3.1.1"], hint: str
+) -> None:
+    """A broker without MQTT 5 drops an MQTT 5 CONNECT unanswered: the error says what to try."""
+    async with GateBroker(mosquitto, "silent") as gate:
+        settings = parse_broker_url(gate.url, protocol=protocol, connect_timeout_s=TIMEOUT_S)
+        client = make_client(
+            settings, client_id="cam-001", will_topic="w", will_payload=b"", max_inflight=1
+        )
+        with pytest.raises(ConnectFailed, match=hint) as failed:
+            async with translated_connect(client):
+                pass
+        assert "no CONNACK" in str(failed.value)

@@ -352,3 +352,23 @@ def test_bwc_sim_verify_checks_a_receiver_store(tmp_path: Path, device_store: De
     report = verify_receiver_store(tmp_path)
     assert [f.path for f in report.faults] == [stored.relative_to(tmp_path).as_posix()]
     assert main(["verify", str(tmp_path)]) == 1
+
+
+def test_a_trust_key_directory_enrols_every_device_below_it(tmp_path: Path) -> None:
+    """``--trust-key DIR``: every ``device.json`` below DIR (a fleet's data directory)."""
+    from device.errors import ConfigError
+    from sim.receiver.trust import TrustMode, TrustPolicy, present_all
+
+    fleet = tmp_path / "fleet" / "cameras"
+    made = {}
+    for n, device in enumerate(("cam-00001", "cam-00002", "cam-00003")):
+        (fleet / device).mkdir(parents=True)
+        made[device] = DeviceIdentity.load_or_create(fleet / device, device, seed=n)
+    policy = TrustPolicy(tmp_path / "trust", TrustMode.PINNED)
+    presented = present_all(policy, [tmp_path / "fleet"])
+    assert sorted(presented) == sorted((d, i.key.key_id) for d, i in made.items())
+    for device, identity in made.items():
+        assert policy.keys(device) == (identity.key.public_bytes(),)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no device\.json below"):
+        present_all(policy, [tmp_path / "empty"])

@@ -278,7 +278,7 @@ async def translated_connect(client: DeviceClient) -> AsyncIterator[DeviceClient
         except MqttConnectError as exc:
             raise ConnectFailed(f"broker refused the connection: {exc}", refused=True) from exc
         except aiomqtt.MqttError as exc:
-            raise ConnectFailed(f"cannot connect: {exc}") from exc
+            raise ConnectFailed(f"cannot connect: {exc}{_no_connack_hint(client, exc)}") from exc
         try:
             yield client
         finally:
@@ -288,3 +288,13 @@ async def translated_connect(client: DeviceClient) -> AsyncIterator[DeviceClient
                 log.info("disconnect was not clean: %s", exc)
     finally:
         client.drop_socket()
+
+
+def _no_connack_hint(client: DeviceClient, exc: aiomqtt.MqttError) -> str:
+    """Why a broker may accept TCP and never answer: say it, so the user can act."""
+    if "timed out" not in str(exc):
+        return ""
+    if client._client.protocol == paho.MQTTv5:
+        # A broker without MQTT 5 (RabbitMQ before 3.13, for one) drops the CONNECT unanswered.
+        return " (no CONNACK: a broker without MQTT 5 answers nothing; try --mqtt 3.1.1)"
+    return " (no CONNACK: the broker is overloaded or not an MQTT broker)"

@@ -120,9 +120,12 @@ def _identity_key(path: Path) -> tuple[str, bytes]:
 
 
 def present_all(policy: TrustPolicy, files: Iterable[Path]) -> list[tuple[str, str]]:
-    """Present every key file; returns ``(device, key_id)`` pairs. ``ConfigError`` on a conflict."""
+    """Present every key file; returns ``(device, key_id)`` pairs. ``ConfigError`` on a conflict.
+
+    A directory stands for every ``device.json`` below it (a fleet's ``--data-dir``, say).
+    """
     presented = []
-    for path in files:
+    for path in _key_files(files):
         device, key = read_key_file(path)
         try:
             policy.present(device, key)
@@ -130,3 +133,14 @@ def present_all(policy: TrustPolicy, files: Iterable[Path]) -> list[tuple[str, s
             raise ConfigError(f"--trust-key {path}: {exc}") from exc
         presented.append((device, key_id_for(key)))
     return presented
+
+
+def _key_files(paths: Iterable[Path]) -> Iterable[Path]:
+    for path in paths:
+        if not path.is_dir():
+            yield path
+            continue
+        found = sorted(path.rglob(IDENTITY_FILE))
+        if not found:
+            raise ConfigError(f"--trust-key {path}: no {IDENTITY_FILE} below this directory")
+        yield from found
