@@ -10,6 +10,13 @@ connected daemon does, at the same virtual instant: a receiver the message start
 advanced to that instant, so its pre-event buffer is current when the peer starts it (one that
 only buffers and ignores the message is filled later, exactly as it would have been). The same
 file and seed give the same data directories and report, byte for byte.
+
+Media is fed lazily (``fleet_feed``, as the real-time fleet does): a camera that only buffers
+makes no packet until something may read its buffer (its own step, or a broadcast it acts on:
+``ScenarioRun.settle``), and forgets the buffer again once nothing is due for a few seconds, so
+memory follows the cameras recording at once, not the fleet's size. Every camera's payload filler
+comes from one block (``FeedOptions.filler_seed``, derived from ``device.seed``). An eager feed
+with the same filler (``FeedOptions(filler_seed=...)``) gives the same directories and report.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from device.decide import Act, decide_trigger
 from device.errors import ConfigError
 from device.peers import apply_peer_message, distance_m, peer_trigger
 from protocol.messages import AnyPeerMessage, PeerActivation, encode_message
+from sim.feed import FeedOptions
 from sim.fleet_spec import Position
+from sim.media import derive_seed
 from sim.runner import ScenarioRun
 from sim.scenario import Scenario
 
@@ -35,14 +44,31 @@ Progress = Callable[[float, float], None]
 POST_EVENT_STEP_S: Final = 0.1
 """While a member's post-event buffer runs, the fleet looks at it this often (virtual s).
 
-A stop that ends a post-event buffer, or one forced by full storage, happens while media is fed,
-not at a deadline the fleet can see coming; the group hears of it at the fleet's next step.
+A stop that ends a post-event buffer happens while media is fed, not at a deadline the fleet can
+see coming; the group hears of it at the fleet's next step.
 """
+
+MEDIA_BATCH_S: Final = 0.5
+"""How often (virtual s) a recording camera is fed, and a group's recording member looked at.
+
+A stop forced while it records (full storage) reaches the group at most this much later.
+"""
+
+FORGET_AFTER_S: Final = 5.0
+"""A camera that only buffers forgets its buffer when nothing is due for this long (virtual s)."""
 
 _MAX_ROUNDS: Final = 100
 """Broadcasts answering broadcasts at one instant (none do today): a bound, not a limit."""
 
 MessageKind = Literal["peer_activation", "peer_deactivation"]
+
+
+def fleet_feed(scenario: Scenario) -> FeedOptions:
+    """How a fleet feeds its cameras: lazily, every payload's filler from one shared block."""
+    filler = derive_seed(scenario.device.seed, "fleet", "payload-filler")
+    return FeedOptions(
+        lazy=True, batch_s=MEDIA_BATCH_S, filler_seed=filler, forget_after_s=FORGET_AFTER_S
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +104,14 @@ class FleetRun:
     """The cameras of a fleet scenario, played together in virtual time."""
 
     def __init__(
-        self, scenario: Scenario, out: Path, *, post_event_step_s: float = POST_EVENT_STEP_S
+        self,
+        scenario: Scenario,
+        out: Path,
+        *,
+        post_event_step_s: float = POST_EVENT_STEP_S,
+        feed: FeedOptions | None = None,
     ) -> None:
+        """``feed``: how media is fed (default ``fleet_feed``); an eager one is for comparison."""
         if scenario.fleet is None:
             raise ConfigError(f"{scenario.source} has no [fleet] table: run it with ScenarioRun")
         if not 0 < post_event_step_s <= 60:
@@ -88,8 +120,10 @@ class FleetRun:
         self.scenario = scenario
         self.fleet = scenario.fleet
         self.out = out
+        self.feed = feed if feed is not None else fleet_feed(scenario)
         self.runs = tuple(
-            ScenarioRun(single, out / single.device.id) for single in scenario.camera_scenarios()
+            ScenarioRun(single, out / single.device.id, feed=self.feed)
+            for single in scenario.camera_scenarios()
         )
         self.broadcasts: list[Broadcast] = []
         self.deliveries: list[Delivery] = []
@@ -156,9 +190,13 @@ class FleetRun:
             self._advance(index, at)
         self._route(at)
 
-    def _advance(self, index: int, at: float) -> None:
+    def _advance(self, index: int, at: float, *, settle: bool = False) -> None:
+        """Play camera ``index`` to ``at``; ``settle``: and fill its pre-event buffer up to it."""
         run = self.runs[index]
-        run.advance_to(at)
+        if settle:
+            run.settle(at)
+        else:
+            run.advance_to(at)
         self._at[index] = at
         if run.camera is not self._cameras[index]:
             # A power loss booted a new camera object on the same storage: it keeps its GPS fix.
@@ -170,13 +208,26 @@ class FleetRun:
     def _schedule(self, index: int) -> None:
         run = self.runs[index]
         due = run.next_time()
-        if self.fleet.group is not None and run.camera.state is CameraState.POST_EVENT:
-            look = self._at[index] + self._step_s
+        look_s = self._look_s(run.camera.state) if self._members else None
+        if look_s is not None:
+            look = self._at[index] + look_s
             due = look if due is None else min(due, look)
         if due is not None:
             due = max(due, self.now)
             heapq.heappush(self._heap, (due, index))
         self._due[index] = due
+
+    def _look_s(self, state: CameraState) -> float | None:
+        """How soon a group's member in ``state`` is looked at again, for a stop made as it is fed.
+
+        A lazy feed wakes a recording camera every ``batch_s`` anyway; an eager one is looked at as
+        often, so that both route such a stop at the same step.
+        """
+        if state is CameraState.POST_EVENT:
+            return self._step_s
+        if state is CameraState.RECORDING:
+            return self.feed.batch_s
+        return None
 
     def _route(self, at: float) -> None:
         """Hand every member's broadcasts to the other members, until nobody sends any more."""
@@ -206,15 +257,18 @@ class FleetRun:
             if receiver == sender:
                 continue
             camera = self.runs[receiver].camera
-            lagging = self._at[receiver] < at
-            if lagging and _must_catch_up(camera, message, at):
-                self._advance(receiver, at)
-                camera, lagging = self.runs[receiver].camera, False
+            # Lazily fed, a buffering camera may hold no buffer even when it is at ``at``.
+            unsettled = self._at[receiver] < at or (
+                self.feed.lazy and camera.state is CameraState.BUFFERING
+            )
+            if unsettled and _must_catch_up(camera, message, at):
+                self._advance(receiver, at, settle=True)
+                camera, unsettled = self.runs[receiver].camera, False
             state = camera.state
             delivered = state is not CameraState.OFF  # an off camera hears nothing
             if delivered:
                 apply_peer_message(camera, payload, at)
-                if lagging and camera.state is not state:
+                if unsettled and camera.state is not state:
                     raise RuntimeError(f"{camera.device_id} acted on a peer message unforeseen")
                 self._touched.add(receiver)
                 self._schedule(receiver)
@@ -227,14 +281,15 @@ class FleetRun:
 
 
 def _must_catch_up(camera: Camera, message: AnyPeerMessage, at: float) -> bool:
-    """Whether a receiver behind ``at`` must be fed its media up to ``at`` before the message.
+    """Whether a receiver must be fed its media up to ``at`` (its buffer filled) before the message.
 
     Feeding an idle camera is most of a large fleet's cost, and only a recording reads the
     pre-event buffer. A camera that only buffers writes nothing while it is fed, so a message it
     does not act on (a stop when it is not recording; an activation it ignores: out of range,
     not from a master, debounced) may reach it first, and its buffer be filled later exactly as
-    it would have been. Whether it acts is the camera's own pure decision (``decide_trigger``,
-    as ``apply_peer_message`` asks it); a camera in any other state always catches up.
+    it would have been (lazily fed, it may hold none at all). Whether it acts is the camera's
+    own pure decision (``decide_trigger``, as ``apply_peer_message`` asks it); a camera in any
+    other state always catches up.
     """
     if camera.state is not CameraState.BUFFERING:
         return True

@@ -1,8 +1,9 @@
 """Fleet scenarios: several cameras on one virtual clock, activating as a group.
 
 Parsing (good and bad, with the line and field), the example's decisions per camera read from the
-audit logs, the report and the command line, determinism, a single-camera file unchanged, and the
-range rule over random positions.
+audit logs, the report and the command line, determinism, a single-camera file unchanged, the
+lazy media feed against an eager one (byte for byte, and the buffers it holds), and the range rule
+over random positions.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from hypothesis import strategies as st
 from device.errors import ConfigError
 from device.peers import distance_m
 from sim.cli import main
+from sim.feed import FeedOptions
 from sim.fleet_report import build_fleet_report
-from sim.fleet_run import FleetRun
+from sim.fleet_run import FleetRun, fleet_feed
 from sim.fleet_spec import Fleet, FleetDevice, camera_seed, spread
 from sim.report import build_report
 from sim.runner import ScenarioRun
-from sim.scenario import ConfigFileError, TimelineEntry, load_scenario, parse_scenario
+from sim.scenario import (
+    ConfigFileError,
+    Scenario,
+    TimelineEntry,
+    load_scenario,
+    parse_scenario,
+)
 from sim.scenario_timeline import PowerOn
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fleet-group.toml"
@@ -517,15 +525,19 @@ def test_a_camera_that_moves_is_measured_from_its_new_fix(tmp_path: Path) -> Non
 
 
 def test_without_a_group_cameras_run_as_alone(tmp_path: Path) -> None:
-    """A fleet without a group gives exactly what each camera's own scenario gives alone."""
+    """A fleet without a group gives exactly what each camera's own scenario gives alone.
+
+    Alone with the fleet's feed: a fleet's cameras share one payload filler block.
+    """
     steps = step(20, "double_press", 1) + step(30, "press", 2) + step(50, "hold", None)
     text = fleet_text("count = 2", steps)
     fleet = play(tmp_path / "fleet", text)
     assert fleet.broadcasts == []
     assert fleet.deliveries == []
-    for single in parse_scenario(text, "fleet.toml").camera_scenarios():
+    scenario = parse_scenario(text, "fleet.toml")
+    for single in scenario.camera_scenarios():
         alone = tmp_path / "alone" / single.device.id
-        ScenarioRun(single, alone).run()
+        ScenarioRun(single, alone, feed=fleet_feed(scenario)).run()
         assert files(alone) == files(tmp_path / "fleet" / single.device.id)
 
 
@@ -568,6 +580,94 @@ def test_a_single_camera_file_runs_as_before(
     assert report["device"] == "solo"
     assert report == json.loads(json.dumps(build_report(direct)))
     assert files(tmp_path / "cli") == files(tmp_path / "direct")
+
+
+# -- the lazy feed ---------------------------------------------------------------------------------
+
+_BUSY_STEPS = (
+    step(8, "power_loss", 4)
+    + step(9, "power_on", 4)
+    + step(20, "double_press", 1)  # starts cam-002 (3.3 m) from a buffer idle for 20 s
+    + step(24, "hold", 2)  # a member's own stop: refused
+    + step(30, "double_press", 3)  # 111 m away: nobody joins
+    + step(41, "hold", 1, reason="done")  # post-event: the group hears of the stop 5 s later
+    + step(45, "double_press", 4)  # at 44 m, the rebooted camera starts nobody
+    + step(47, "hold", 3, reason="ok")
+    + step(52, "gps", 4, route=[[40.0, -75.0], [40.00002, -75.0]], speed_mps=20, jitter_m=0)
+    + step(60, "hold", 4, reason="ok")
+    + step(70, "double_press", 1)  # starts cam-002 and cam-004 (moved in), both idle for 10 s+
+)
+_FOUR = (
+    'count = 4\ngroup = "g"\n'
+    "positions = [[40.0, -75.0], [40.00003, -75.0], [40.001, -75.0], [40.0004, -75.0]]"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(fleet_text(_FOUR, _BUSY_STEPS, "post_event_s = 5"), id="busy"),
+        pytest.param(
+            fleet_text(
+                steps=step(10, "double_press", 1) + step(50, "hold", 1, reason="x"),
+                policy="storage_bytes = 600000\nstorage_reserve_bytes = 100000",
+            ),
+            id="storage-full",  # the master stops as it is fed: routed at the same step
+        ),
+        pytest.param(EXAMPLE.read_text(), id="example"),
+    ],
+)
+def test_the_lazy_feed_gives_what_the_eager_feed_gives(tmp_path: Path, text: str) -> None:
+    """Decisions, routing, reports and every file byte for byte, with no more packets made."""
+    scenario = parse_scenario(text, "fleet.toml")
+    lazy = FleetRun(scenario, tmp_path / "lazy")
+    assert lazy.feed.lazy
+    eager_feed = FeedOptions(filler_seed=lazy.feed.filler_seed)
+    eager = FleetRun(scenario, tmp_path / "eager", feed=eager_feed)
+    lazy.run()
+    eager.run()
+    assert lazy.broadcasts == eager.broadcasts
+    assert lazy.deliveries == eager.deliveries
+    for camera in lazy.ids:
+        assert triggers(tmp_path / "lazy", camera) == triggers(tmp_path / "eager", camera)
+    assert build_fleet_report(lazy) == build_fleet_report(eager)
+    assert files(tmp_path / "lazy") == files(tmp_path / "eager")
+    made = [sum(run.stats.packets for run in fleet.runs) for fleet in (lazy, eager)]
+    assert made[0] <= made[1]
+
+
+def test_a_stop_made_as_media_is_fed_reaches_the_group_within_a_batch(tmp_path: Path) -> None:
+    text = fleet_text(
+        steps=step(10, "double_press", 1) + step(50, "hold", 1, reason="x"),
+        policy="storage_bytes = 600000\nstorage_reserve_bytes = 100000",
+    )
+    fleet = play(tmp_path, text)
+    (recording,) = build_fleet_report(fleet)["cameras"][0]["recordings"]
+    assert recording["stop_trigger"] == "storage"
+    (stop,) = [b for b in fleet.broadcasts if b.message == "peer_deactivation"]
+    assert recording["stop_s"] <= stop.at_s <= recording["stop_s"] + 0.5  # one media batch
+
+
+def test_idle_cameras_hold_no_buffer(tmp_path: Path) -> None:
+    """Memory follows the cameras recording: an idle camera's buffer is forgotten, not kept."""
+    steps = step(20, "double_press", 1) + step(40, "hold", 1, reason="done")
+    scenario = parse_scenario(fleet_text(GROUP3, steps))
+    assert max(_buffers_held(scenario, tmp_path / "eager", FeedOptions())) == 3  # all kept
+    lazy = _buffers_held(scenario, tmp_path / "lazy", None)
+    assert max(lazy) == 1  # at most the one with something due within 5 s
+    assert lazy[-1] == 0
+
+
+def _buffers_held(scenario: Scenario, out: Path, feed: FeedOptions | None) -> list[int]:
+    """How many cameras hold a pre-event buffer after each step of the fleet."""
+    fleet = FleetRun(scenario, out, feed=feed)
+    held: list[int] = []
+
+    def count(_done: float, _total: float) -> None:
+        held.append(sum(run.camera.buffer.allocated for run in fleet.runs))
+
+    fleet.run(count)
+    return held
 
 
 # -- the range rule -------------------------------------------------------------------------------
