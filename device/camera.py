@@ -225,6 +225,7 @@ class Camera(CameraCore):
             decision = Decision(accepted=False, reason="not recording")
         else:
             pts = round(now - self._pts0_mono, 6)
+            self.write_pre_roll(now)
             recording.mark(marker_document(source, note, pts))
             self.outbox.marker(self._utc(now), recording.recording_id, source, note)
             self.indicator.signal(Signal.MARKER, now)

@@ -199,6 +199,8 @@ class CameraCore:
     def _record(self, packet: Packet) -> None:
         recording = self.recording
         assert recording is not None
+        if recording.pre_roll_pending:
+            self.write_pre_roll(self._pts0_mono + packet.pts_s)
         if packet.keyframe and packet.stream is Stream.VIDEO:
             # Once per GOP, not per packet: the reserve covers what a GOP can overshoot.
             now = self._pts0_mono + packet.pts_s
@@ -297,7 +299,8 @@ class CameraCore:
     def _start_recording(
         self, trigger: Trigger, now: float, *, continuation: bool = False
     ) -> ActiveRecording:
-        preroll = self.buffer.drain()
+        # Emptied now; its copies are made and written right after the start is shown.
+        preroll, take_pre_roll = self.buffer.drain_later()
         start = RecordingStart(
             recording_id=self.store.new_recording_id(self._utc(now).strftime("%Y%m%dT%H%M%SZ")),
             trigger=trigger,
@@ -312,8 +315,10 @@ class CameraCore:
             self.store, start, segment_s=self.policy.segment_s, device_id=self.device_id
         )
         self.recording = recording
-        for closed in recording.write_pre_roll(preroll.packets, continuous=preroll.continuous):
-            self._trail.segment_closed(closed, now)
+        # The state, and what the officer sees and hears, first; the bulk copy and write right
+        # after: before the next live packet, marker or stop (``write_pre_roll``), or sooner when
+        # the caller, having shown the start, calls it.
+        recording.defer_pre_roll(take_pre_roll)
         self._move(CameraState.RECORDING, now, f"activated by {trigger.kind}")
         self._trail.record(
             "recording_started",
@@ -335,6 +340,7 @@ class CameraCore:
     ) -> None:
         recording = self.recording
         assert recording is not None
+        self.write_pre_roll(now)
         closed = recording.finish(trigger, reason)
         self._trail.segment_closed(closed, now)
         self._trail.record(
@@ -361,6 +367,14 @@ class CameraCore:
                 self.outbox.peer_deactivation(self._utc(now), self._master_of, reason)
                 self._master_of = None
             self._prompt_category(recording, now)
+
+    def write_pre_roll(self, now: float) -> None:
+        """Write the pre-roll of the recording just started if it is still pending (segments it
+        fills are closed and audited at ``now``); nothing otherwise. Cheap to call often."""
+        recording = self.recording
+        if recording is not None and recording.pre_roll_pending:
+            for closed in recording.write_deferred_pre_roll():
+                self._trail.segment_closed(closed, now)
 
     def _prompt_category(self, recording: ActiveRecording, now: float) -> None:
         """After a stop, ask for a category; the default applies if none comes in time."""
@@ -397,6 +411,7 @@ class CameraCore:
         self._move(CameraState.BUFFERING, now, "maximum duration reached")
         self.buffer.clear()
         recording = self._start_recording(CONTINUATION, now, continuation=True)
+        self.write_pre_roll(now)  # none: the buffer was cleared, and live packets follow on
         if pending is not None:
             self._pending_stop, self._post_event_end_pts = pending, post_event_end
             self._move(CameraState.POST_EVENT, now, "the requested stop carries over")

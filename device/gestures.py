@@ -5,6 +5,14 @@ Pure and sans-clock: ``edge(pressed, now)`` (or ``press``/``release``) takes eac
 whatever fell due up to ``now``. Times in results are decision times taken from the inputs and
 deadlines, never from how late a caller was, so a trace is the same in real and virtual time.
 
+Edges may also arrive late: ``edge(pressed=..., now=..., at=t)`` is an edge that happened at ``t``
+(the hardware's timestamp) but reached the caller only at ``now`` (a host stall, a queue). It is
+taken at ``t``, exactly as if it had arrived then, unless the recognizer has already decided
+something after ``t`` (a decision cannot be undone): then just after that decision. So a deadline
+must be judged (``handle_timeout``) only once the input up to it is known; deadlines that a late
+edge leaves behind ``now`` are reported due at ``now`` and judged at the next call, never inside
+``edge``, so the late edges queued behind it are taken first.
+
 Two layers:
 
 1. Debouncing, by a ``DigitalInput``: an edge is accepted once the line has stayed at its level
@@ -29,7 +37,7 @@ A press longer than ``max_click_s`` and shorter than ``hold_s`` is ``NOT_A_CLICK
 repeats the settled level means the opposite edge was lost (line noise, a lost serial frame):
 the sequence in progress is abandoned and reported, and a repeated press starts a new sequence
 (the press itself is real, so a hold still works). Only caller misuse raises
-``LocalProtocolError``: ``now`` going backwards or not finite.
+``LocalProtocolError``: ``now`` going backwards, or a time that is not finite.
 """
 
 from __future__ import annotations
@@ -185,6 +193,7 @@ class GestureRecognizer:
         self._started_s = 0.0
         self._now = -math.inf
         self._decided_s = -math.inf
+        """The latest decision or edge: a late edge is never placed before it."""
 
     @property
     def state(self) -> GestureState:
@@ -197,7 +206,12 @@ class GestureRecognizer:
         return self._line.level
 
     def next_deadline(self) -> float | None:
-        """When ``handle_timeout`` must run next, or None; never before the last ``now``."""
+        """When ``handle_timeout`` must run next, or None; never before the last ``now`` (a
+        deadline a late edge left behind it is due at once)."""
+        due = self._due()
+        return None if due is None else max(due, self._now)
+
+    def _due(self) -> float | None:
         line = self._line.next_deadline()
         # While the line is unsettled the gesture timers wait: the settling edge came first.
         return line if line is not None else self._timer()
@@ -210,33 +224,45 @@ class GestureRecognizer:
         """A raw release edge at ``now``."""
         return self.edge(pressed=False, now=now)
 
-    def edge(self, *, pressed: bool, now: float) -> list[ButtonOutput]:
-        """A raw edge (``pressed`` or released) at ``now``; returns what was decided."""
-        out = self._advance(now)
+    def edge(self, *, pressed: bool, now: float, at: float | None = None) -> list[ButtonOutput]:
+        """A raw edge (``pressed`` or released) at ``now``, or one that happened earlier, at
+        ``at``, and arrived late (see the module docstring); returns what was decided."""
+        self._now = check_now("gesture recognizer", self._now, now)
+        when = self._now if at is None else self._late(at)
+        # Deadlines up to the edge only: those after it wait for the input after it.
+        out = self._run_due(when)
         if self._line.burst_since is None and pressed == self._line.raw_level:
             # The settled line repeats its level: the opposite edge never reached us.
             lost = GestureInput.LOST_RELEASE if pressed else GestureInput.LOST_PRESS
-            out.extend(self._apply(lost, self._now, self._now))
+            out.extend(self._apply(lost, when, when))
         else:
-            out.extend(self._from_line(self._line.change(pressed, self._now)))
+            out.extend(self._from_line(self._line.change(pressed, when)))
+        self._decided_s = max(self._decided_s, when)
         return out
 
     def handle_timeout(self, now: float) -> list[ButtonOutput]:
         """Run whatever fell due up to ``now``; calling early is harmless."""
-        return self._advance(now)
-
-    def _advance(self, now: float) -> list[ButtonOutput]:
         self._now = check_now("gesture recognizer", self._now, now)
+        return self._run_due(self._now)
+
+    def _late(self, at: float) -> float:
+        """Where a late edge goes: at ``at``, but not after ``now`` and not before what was
+        already decided."""
+        if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+            raise LocalProtocolError(f"gesture recognizer: at must be a finite number, got {at!r}")
+        return max(min(float(at), self._now), self._decided_s)
+
+    def _run_due(self, until: float) -> list[ButtonOutput]:
         out: list[ButtonOutput] = []
         while True:
             line = self._line.next_deadline()
             if line is not None:
-                if line > self._now:
+                if line > until:
                     return out
-                out.extend(self._from_line(self._line.handle_timeout(self._now)))
+                out.extend(self._from_line(self._line.handle_timeout(line)))
                 continue
             timer = self._timer()
-            if timer is None or timer > self._now:
+            if timer is None or timer > until:
                 return out
             due = GestureInput.HOLD_DUE if self._state is _S.FIRST_DOWN else GestureInput.WINDOW_DUE
             out.extend(self._apply(due, timer, timer))

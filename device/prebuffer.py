@@ -10,7 +10,7 @@ empty buffer can give them back (``release``): a camera that is never fed costs 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -103,6 +103,16 @@ class PreRoll:
 
 
 @dataclass(frozen=True, slots=True)
+class PreRollTerms:
+    """What a drain would hand out now, without the packets: ``PreRoll``'s other fields."""
+
+    requested_s: float
+    delivered_s: float
+    continuous: bool
+    limit: PreRollLimit
+
+
+@dataclass(frozen=True, slots=True)
 class BufferStats:
     """Counters since the buffer was made. Every pushed packet lands in exactly one of
     held (in the buffer now), skipped_audio, awaiting_keyframe, dropped, overflow, trimmed,
@@ -138,6 +148,8 @@ class PreEventBuffer:
         self._slots = self._config.packet_capacity
         self._allocate(0, 0)  # the real arena and index come with the first stored packet
         self._counts = dict.fromkeys(BufferStats.__dataclass_fields__, 0)
+        self._lent: Callable[[], PreRoll] | None = None
+        """A ``drain_later`` whose copies are not yet made."""
         self._reset()
 
     def _allocate(self, arena_bytes: int, slots: int) -> None:
@@ -160,6 +172,7 @@ class PreEventBuffer:
         """
         if not self._allocated or len(self):
             return False
+        self._settle_lent()
         self._allocate(0, 0)
         return True
 
@@ -181,6 +194,8 @@ class PreEventBuffer:
         Packets must come in non-decreasing pts order (``ValueError`` otherwise). The payload is
         written straight into the arena with ``source.write_payload``.
         """
+        if self._lent is not None:
+            self._settle_lent()
         if packet.pts_s < self._last_pts:
             raise ValueError(f"packet pts {packet.pts_s} is before the last one {self._last_pts}")
         self._last_pts = packet.pts_s
@@ -294,29 +309,63 @@ class PreEventBuffer:
 
     # --- handing out -------------------------------------------------------------------------
 
+    def terms(self) -> PreRollTerms:
+        """What ``drain`` would deliver now (cheap: nothing is copied)."""
+        return PreRollTerms(self.requested_s, self.delivered_s, self._gop_open, self._limit())
+
     def drain(self) -> PreRoll:
         """Hand out every buffered packet with a copy of its bytes, and empty the buffer.
 
         Copies, not views into the arena: the arena is rewritten by the next push, and a copy of at
         most ``max_bytes`` once per activation costs far less than the pushes that filled it.
         """
-        packets = tuple(
-            BufferedPacket(packet, self._payload_at(start, packet.size))
-            for packet, start in self._held()
-        )
-        preroll = PreRoll(
-            packets=packets,
-            requested_s=self.requested_s,
-            delivered_s=self.delivered_s,
-            continuous=self._gop_open,
-            limit=self._limit(),
-        )
-        self._counts["drained_packets"] += len(packets)
+        return self.drain_later()[1]()
+
+    def drain_later(self) -> tuple[PreRollTerms, Callable[[], PreRoll]]:
+        """Empty the buffer now, and hand out what ``drain`` would: its terms at once, the
+        ``PreRoll`` from the function returned, which copies the payloads when called.
+
+        The copies are of the arena as it is now, which the next ``push``, ``clear``, ``drain``
+        or ``release`` would rewrite or give back: each of those makes them first. So a camera can
+        show that it is recording before it pays for the copies (30 s of video is thousands of
+        packets and tens of megabytes).
+        """
+        self._settle_lent()
+        terms = self.terms()
+        records = self._records[self._held_slots()]  # a copy (fancy indexing), unlike the arena
+        self._counts["drained_packets"] += len(records)
         self._reset()
-        return preroll
+        made: list[PreRoll] = []
+
+        def take() -> PreRoll:
+            if not made:
+                if self._lent is take:
+                    self._lent = None
+                packets = tuple(
+                    BufferedPacket(
+                        Packet(Stream(stream), index, pts, duration, keyframe, size),
+                        self._payload_at(start, size),
+                    )
+                    for stream, keyframe, index, pts, duration, size, start in records.tolist()
+                )
+                made.append(
+                    PreRoll(
+                        packets, terms.requested_s, terms.delivered_s, terms.continuous, terms.limit
+                    )
+                )
+            return made[0]
+
+        self._lent = take
+        return terms, take
+
+    def _settle_lent(self) -> None:
+        """Make the copies of a ``drain_later`` not yet taken, before the arena changes."""
+        if self._lent is not None:
+            self._lent()
 
     def clear(self) -> None:
         """Discard everything (sleep, dock, power-off: the camera keeps no buffer then)."""
+        self._settle_lent()
         self._counts["cleared_packets"] += len(self)
         self._reset()
 

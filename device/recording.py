@@ -4,18 +4,27 @@ The recording starts with the pre-event buffer's packets and continues with live
 gap or a duplicate. Segments are cut at video keyframes once ``segment_s`` of media is in the
 current one, so every segment plays on its own. Before its first video keyframe a recording keeps
 nothing (a clip that starts on a P-frame plays as garbage).
+
+The pre-roll (up to the whole pre-event buffer, 30 s of video) may be taken and written a moment
+after the start (``defer_pre_roll``, then ``write_deferred_pre_roll``): the camera shows that it
+is recording first, and drains and writes the buffer right after, before any live packet, marker
+or close, which refuse to run while it is pending. Until then it stays in the buffer, in memory,
+where it was.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from device.packets import BufferedPacket, Packet, PayloadSource, Stream
+from device.prebuffer import PreRoll
 from device.segmentmeta import SegmentClosing, SegmentStart
 from device.store import ClosedSegment, EvidenceStore, OpenSegment
 from protocol.common import Trigger
+from protocol.errors import LocalProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,7 @@ class ActiveRecording:
         self._segment: OpenSegment = self._open(start.started_pts_s)
         self._segment_video_start: float | None = None
         self._awaiting_keyframe = True
+        self._deferred: Callable[[], PreRoll] | None = None
 
     @property
     def recording_id(self) -> str:
@@ -77,12 +87,34 @@ class ActiveRecording:
         """Index of the segment being written."""
         return self._index
 
+    @property
+    def pre_roll_pending(self) -> bool:
+        """Whether a deferred pre-roll still waits to be written."""
+        return self._deferred is not None
+
+    def defer_pre_roll(self, take: Callable[[], PreRoll]) -> None:
+        """Write the pre-roll later: ``write_deferred_pre_roll`` calls ``take`` (the pre-event
+        buffer's drain, copies included) and writes what it returns."""
+        if self._deferred is not None or self.totals.packets:
+            raise LocalProtocolError("the pre-roll goes first, once")
+        self._deferred = take
+
+    def write_deferred_pre_roll(self) -> list[ClosedSegment]:
+        """Write the deferred pre-roll, if any (``write_pre_roll``)."""
+        take, self._deferred = self._deferred, None
+        if take is None:
+            return []
+        preroll = take()
+        return self.write_pre_roll(preroll.packets, continuous=preroll.continuous)
+
     def write_pre_roll(
         self, packets: tuple[BufferedPacket, ...], *, continuous: bool
     ) -> list[ClosedSegment]:
         """Write the drained pre-event buffer, cut into segments like live media; returns the
         segments that closed. ``continuous`` false means live video must wait for its next
         keyframe (the buffer's last GOP was cut)."""
+        if self._deferred is not None:
+            raise LocalProtocolError("a deferred pre-roll is pending")
         closed = []
         for buffered in packets:
             packet = buffered.packet
@@ -99,6 +131,8 @@ class ActiveRecording:
 
     def append(self, packet: Packet, source: PayloadSource) -> ClosedSegment | None:
         """Write a live packet; returns the segment closed by a rollover, if one was."""
+        if self._deferred is not None:
+            raise LocalProtocolError("write the deferred pre-roll before live packets")
         if not packet.keyframe or packet.stream is not Stream.VIDEO:
             # The hot path: every packet but one per GOP.
             if self._awaiting_keyframe:
@@ -139,6 +173,8 @@ class ActiveRecording:
 
     def mark(self, document: bytes) -> None:
         """Write a MARKER record into the current segment."""
+        if self._deferred is not None:
+            raise LocalProtocolError("write the deferred pre-roll before a marker")
         self._segment.append_marker(document)
 
     def durable_position(self) -> tuple[Path, int]:
@@ -152,6 +188,8 @@ class ActiveRecording:
 
     def finish(self, stop_trigger: Trigger, reason: str | None) -> ClosedSegment:
         """Close the last segment with the recording's stop trigger and reason."""
+        if self._deferred is not None:
+            raise LocalProtocolError("write the deferred pre-roll before closing")
         return self._close_segment(stop_trigger.kind, reason)
 
     def _close_segment(self, stop_trigger: str | None, reason: str | None) -> ClosedSegment:

@@ -67,9 +67,10 @@ class SensorHub:
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def button_edge(self, *, pressed: bool, now: float) -> None:
-        """The Event button went down (``pressed``) or up."""
-        self._gestures(self.button.edge(pressed=pressed, now=now), now)
+    def button_edge(self, *, pressed: bool, now: float, at: float | None = None) -> None:
+        """The Event button went down (``pressed``) or up, at ``now`` or, delivered late, at
+        ``at`` (its hardware time): the recognizer decides by ``at``, the camera acts at ``now``."""
+        self._gestures(self.button.edge(pressed=pressed, now=now, at=at), now)
 
     def line(self, name: str, *, level: bool, now: float) -> None:
         """An input line (``holster``, ``lightbar``, ``siren``, ``door``, ``taser_armed``)."""

@@ -1,7 +1,7 @@
 """Benchmark trigger latency: a button frame written by the fake bench MCU, to the camera recording.
 
 Usage: .venv/bin/python scripts/bench_latency.py [--presses 1000] [--quick] [--full-buffer 10]
-       [--click-ms 80] [--gap-ms 120] [--floor-delay-ms 60] [--dir DIR] [--json]
+       [--click-ms 80] [--gap-ms 120] [--floor-delay-ms 60] [--stall-ms 0] [--dir DIR] [--json]
 
 Two processes, as ``bwc-sim bench-mcu --pty`` and ``bwc-sim run --backend serial --port PTY``:
 
@@ -33,6 +33,13 @@ latency minus the debounce, and splits it:
   the daemon's loop wakes for a timer;
 * ``Camera.activate`` -> RECORDING: the camera's own work to start a recording (new recording,
   the pre-event video written into it, audit records).
+
+The officer sees the start when the red status LED goes out: the row "red LED to the link" is
+from the same write to ``SerialBackend.output`` returning for it (the LED frame queued on the
+link), after the camera loop's step that started the recording. ``--stall-ms N`` blocks the
+host's event loop for N ms in each press trial (``time.sleep`` in a loop callback, as a GC pause or
+a slow callback would), from 10 ms before the MCU writes the second press; a double press that
+then starts no recording is counted as missed.
 
 Then the host stops the recording as a hold would (``camera.deactivate`` with a button trigger; not
 timed; the default policy lets no remote command stop a recording started on the camera), checks
@@ -87,7 +94,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from device.backends.bridge import HardwareBridge
-from device.backends.events import BackendEvent, ButtonInput
+from device.backends.events import BackendEvent, ButtonInput, LedOutput, Output
+from device.backends.indication_map import RED
 from device.backends.serial import SerialBackend
 from device.camera import Camera, CameraState, Decision
 from device.gestures import GestureState
@@ -111,7 +119,10 @@ STOP: Final = Trigger(kind="button", source="bench:stop")
 REPLY_TIMEOUT_S: Final = 10.0
 MISS_S: Final = 2.0
 """A double press that has not started a recording this long after its second press is missed."""
+RECORDING_LED: Final = LedOutput(0, RED, "solid")
 PAUSE_S: Final = 0.15
+STALL_LEAD_S: Final = 0.01
+"""A --stall-ms stall starts this long before the MCU writes the second press."""
 """Between the last release of a trial and the next trial's first press (after the floor)."""
 
 Message = tuple[Any, ...]
@@ -358,6 +369,8 @@ class Probe:
         self.ignored: list[str] = []
         """Why the hub set raw input aside (glitch, bounce...), as the audit log words it."""
         self.changed = asyncio.Event()
+        self.led_at: float | None = None
+        """When the red status LED went to the serial link (``SerialBackend.output``)."""
         move, activate, apply = camera._move, camera.activate, bridge.apply
         audit_ignored, press = camera.audit_input_ignored, camera.press
 
@@ -402,7 +415,20 @@ class Probe:
         camera.audit_input_ignored = noted_ignored  # type: ignore[method-assign]
         camera.press = noted_press  # type: ignore[method-assign]
 
+    def watch_led(self, backend: SerialBackend) -> None:
+        """Stamp the red status LED's hand-over to the link (the officer sees the start)."""
+        output = backend.output
+
+        async def timed_output(wanted: Output) -> None:
+            await output(wanted)
+            if wanted == RECORDING_LED and self.led_at is None:
+                self.led_at = time.perf_counter()
+                self.changed.set()
+
+        backend.output = timed_output  # type: ignore[method-assign,assignment]
+
     def reset(self) -> None:
+        self.led_at = None
         self.recording_at = None
         self.activated_at = math.nan
         self.pre_roll_s = math.nan
@@ -483,14 +509,21 @@ class Host:
         self.conn.send(request)
         return await self.inbox.get()
 
-    async def press_trial(self, click_s: float, gap_s: float, into: Samples) -> None:
-        """One double press, timed; then the recording is stopped (not timed)."""
+    async def press_trial(
+        self, click_s: float, gap_s: float, into: Samples, *, stall_s: float = 0.0
+    ) -> None:
+        """One double press, timed; then the recording is stopped (not timed). ``stall_s``:
+        block the host's event loop that long, from ``STALL_LEAD_S`` before the second press."""
         probe, camera = self.probe, self.camera
         if camera.state is not CameraState.BUFFERING or self.hub.button.state is not (
             GestureState.IDLE
         ):
             raise SystemExit(f"not ready for a press: {camera.state}, {self.hub.button.state}")
         probe.reset()
+        if stall_s > 0:
+            # A stand-in for a GC pause or a slow callback: nothing runs in the host meanwhile.
+            loop = asyncio.get_running_loop()
+            loop.call_later(click_s + gap_s - STALL_LEAD_S, time.sleep, stall_s)
         _, writes, acks = await self.ask("double", click_s, gap_s)
         await probe.until(lambda: len(probe.buttons("event")) == 4, "the four edges")
         if not await probe.wait(lambda: probe.recording_at is not None, MISS_S):
@@ -498,6 +531,9 @@ class Host:
             log(f"missed a double press: {into.misses[-1]}")
             return
         assert probe.recording_at is not None
+        await probe.until(lambda: probe.led_at is not None, "the red LED")
+        assert probe.led_at is not None
+        into.add("led", probe.led_at - writes[2])
         recording, second = probe.recording_at, probe.buttons("event")[2]
         # The camera's clock is loop.time() (CLOCK_MONOTONIC) since start: perf_counter's clock.
         to_perf = time.perf_counter() - self.live.daemon.now()
@@ -560,6 +596,7 @@ async def start_host(work: Path, broker: PrivateBroker, ptys: Message, conn: Con
     assert live.bridge is not None
     camera = live.run.camera
     probe = Probe(camera, live.bridge)
+    probe.watch_led(backend)
     inbox = PipeInbox(conn)
     return Host(camera, live.run.hub, live, backend, probe, RawEcho(raw_path), inbox, conn)
 
@@ -572,7 +609,7 @@ async def run_trials(host: Host, args: argparse.Namespace, progress: Progress) -
     task = progress.add_task("presses", total=total)
     for i in range(args.warmup + args.presses):
         into = Samples() if i < args.warmup else counted
-        await host.press_trial(click_s, gap_s, into)
+        await host.press_trial(click_s, gap_s, into, stall_s=args.stall_ms / 1000)
         trial_end = time.perf_counter()
         await host.floor_samples(i % 2 == 0, args.floor_delay_ms / 1000, into)
         await asyncio.sleep(max(0.0, trial_end + PAUSE_S - time.perf_counter()))
@@ -650,12 +687,14 @@ ROWS: Final = (
     ("timer_late", "  double press decided - debounce deadline"),
     ("start_work", "  camera.activate -> RECORDING"),
     ("press_ack_rtt", "  its link Ack round trip"),
+    ("led", "2nd press written -> red LED to the link"),
     ("frame_one_way", "floor: frame one-way (written -> bridge)"),
     ("ack_rtt", "floor: link Ack round trip"),
     ("raw_one_way", "floor: raw pty one-way"),
     ("raw_rtt", "floor: raw pty round trip"),
     ("full_buffer_press", "press after a full pre-event buffer"),
     ("full_buffer_start_work", "  camera.activate -> RECORDING"),
+    ("full_buffer_led", "  2nd press written -> red LED to the link"),
 )
 
 
@@ -692,6 +731,7 @@ def make_report(
         "warmup": args.warmup,
         "click_ms": args.click_ms,
         "gap_ms": args.gap_ms,
+        "stall_ms": args.stall_ms,
         "debounce_ms": debounce_s * 1e3,
         "ms": stats,
         "ratio_press_p50_to_frame_one_way_p50": press / floor,
@@ -719,7 +759,8 @@ def print_table(report: dict[str, Any]) -> None:
     stats = report["ms"]
     print(
         f"Trigger latency over a pty, {report['presses']:,} double presses (click "
-        f"{report['click_ms']:g} ms, gap {report['gap_ms']:g} ms), {report['warmup']} warm-up "
+        f"{report['click_ms']:g} ms, gap {report['gap_ms']:g} ms, host stall "
+        f"{report['stall_ms']:g} ms), {report['warmup']} warm-up "
         f"trials not counted; debounce {report['debounce_ms']:g} ms"
     )
     header = f"{'ms':<44}{'n':>6}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}"
@@ -778,6 +819,13 @@ def parse_args() -> argparse.Namespace:
         help="extra trials, each after the pre-event buffer has filled (31 s each; default 10, "
         "0 with --quick)",
     )
+    parser.add_argument(
+        "--stall-ms",
+        type=float,
+        default=0.0,
+        help="block the host's event loop this long in every press trial (not the full-buffer "
+        f"ones), from {STALL_LEAD_S * 1e3:g} ms before the second press (default 0)",
+    )
     parser.add_argument("--dir", type=Path, help="where the camera's store goes (/dev/shm)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -785,8 +833,10 @@ def parse_args() -> argparse.Namespace:
         args.presses = min(args.presses, 50)
     if args.full_buffer is None:
         args.full_buffer = 0 if args.quick else 10
-    if args.presses < 1 or args.warmup < 0 or args.full_buffer < 0:
-        parser.error("--presses must be at least 1; --warmup and --full-buffer at least 0")
+    if args.presses < 1 or args.warmup < 0 or args.full_buffer < 0 or args.stall_ms < 0:
+        parser.error(
+            "--presses must be at least 1; --warmup, --full-buffer and --stall-ms at least 0"
+        )
     return args
 
 

@@ -419,6 +419,35 @@ def test_the_hub_is_advanced_to_an_input_before_it_gets_it(tmp_path: Path) -> No
     assert started["mono_s"] == pytest.approx(1.07)
 
 
+@pytest.mark.parametrize("stall_s", [0.03, 0.05, 0.07, 0.15, 0.3])
+def test_a_second_press_stuck_behind_a_host_stall_still_makes_a_double_press(
+    tmp_path: Path, stall_s: float
+) -> None:
+    """The host stalls from the second press for ``stall_s``; the camera loop then runs to the
+    end of the stall before the hardware task hands over the press that waited behind it (as the
+    daemon's loop can). The press keeps its hardware time for the gesture recognizer, so the
+    double press is recognised as pressed, and the camera starts recording at once."""
+    bench = Bench(tmp_path)
+    edges = [(1.0, True), (1.08, False), (1.2, True), (1.28, False)]
+    for camera_t, pressed in edges[:2]:
+        bench.send(ButtonInput("event", pressed=pressed, hw_time_s=bench.hw(camera_t)), camera_t)
+    stall_end = 1.2 + bench.TRANSIT + stall_s
+    bench.advance(stall_end)  # the camera loop first
+    for camera_t, pressed in edges[2:]:
+        arrival = max(camera_t + bench.TRANSIT, stall_end)
+        edge = ButtonInput("event", pressed=pressed, hw_time_s=bench.hw(camera_t))
+        bench.bridge.apply(edge, arrival, floor=bench.now, advance=bench.advance)
+    bench.advance(2.0)
+    assert bench.state() is CameraState.RECORDING
+    assert bench.records("input_ignored") == []
+    [started] = bench.records("recording_started")
+    # Decided by the hardware's times (the second press plus the debounce; the clock's drift
+    # allowance may add 0.6 ms to a late input), acted on by the camera no earlier than it got
+    # there.
+    decided = 1.2 + 0.03 + bench.TRANSIT
+    assert started["mono_s"] == pytest.approx(max(decided, stall_end), abs=0.001)
+
+
 # -- inputs held back after a serial loss ---------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from device.battery import BatteryConfig
 from device.camera import TRANSITIONS, CameraState
+from device.recording import ActiveRecording
 from protocol.errors import LocalProtocolError
 from protocol.messages import decode_message, encode_message
 from tests.camera_rig import BUTTON, POLICY, VIDEO, Rig
@@ -27,18 +28,57 @@ def test_every_state_pair_is_a_legal_move_or_refused(tmp_path: Path) -> None:
                     rig.camera._move(target, 1.0, "test")
 
 
+def _pending(recording: ActiveRecording) -> bool:
+    """Whether the pre-roll waits (a call, so that mypy does not narrow it across steps)."""
+    return recording.pre_roll_pending
+
+
 def test_recording_starts_with_the_pre_roll_on_a_keyframe(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     assert rig.at(20.0).activate(BUTTON, 20.0).accepted
     recording = rig.camera.recording
     assert recording is not None
     assert recording.start.delivered_pre_roll_s >= 5.0
+    # Recording (and shown: the start signal is out) before the bulk write, which comes next.
+    assert rig.camera.state is CameraState.RECORDING
+    assert recording.pre_roll_pending
+    assert recording.totals.packets == 0
+    rig.camera.write_pre_roll(20.0)
+    assert not _pending(recording)
     assert recording.totals.first_video_keyframe is True
     assert rig.at(45.0).deactivate(BUTTON, "done", 45.0).accepted
     segments = rig.camera.finished[0].totals.segments
     assert len(segments) >= 3  # 30 s of recording in 10 s segments
     assert segments[-1].manifest.stop_reason == "done"
     assert all(seg.manifest.stop_trigger is None for seg in segments[:-1])
+
+
+@pytest.mark.parametrize("then", ["packet", "marker", "stop"])
+def test_the_deferred_pre_roll_is_written_before_anything_that_follows_it(
+    tmp_path: Path, then: str
+) -> None:
+    """The start is shown first; the pre-roll goes into the recording before the next live
+    packet, marker or stop, so the recording still begins with the buffer, on a keyframe."""
+    rig = Rig(tmp_path)
+    camera = rig.at(20.0)
+    assert camera.activate(BUTTON, 20.0).accepted
+    recording = camera.recording
+    assert recording is not None
+    assert recording.pre_roll_pending
+    assert [i.signal.value for i in camera.indicator.drain()] == ["recording_started"]
+    with pytest.raises(LocalProtocolError, match="pre-roll"):
+        recording.mark(b"{}")
+    if then == "packet":
+        rig.at(20.1)
+    elif then == "marker":
+        assert camera.marker("button:event", None, 20.0).accepted
+    else:
+        assert camera.deactivate(BUTTON, "done", 20.0).accepted
+    assert not _pending(recording)
+    assert recording.totals.first_video_keyframe is True
+    assert recording.totals.packets >= 5 * VIDEO.fps
+    kinds = rig.audit_kinds()
+    assert kinds.index("state") < kinds.index("recording_started")
 
 
 def test_sleep_refuses_triggers_and_keeps_no_buffer(tmp_path: Path) -> None:
@@ -68,8 +108,7 @@ def test_post_event_buffer_keeps_recording_after_the_stop(tmp_path: Path) -> Non
     rig.at(10.0).activate(BUTTON, 10.0)
     rig.at(20.0).deactivate(BUTTON, "scene secure", 20.0)
     assert rig.camera.state is CameraState.POST_EVENT
-    rig.at(30.0)
-    assert rig.camera.state is CameraState.BUFFERING
+    assert rig.at(30.0).state is CameraState.BUFFERING
     last = rig.camera.finished[0].totals.segments[-1].manifest
     assert last.stop_reason == "scene secure"
     assert 23.9 <= last.stop_monotonic_s <= 24.1

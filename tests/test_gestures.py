@@ -205,6 +205,65 @@ def test_a_lost_second_press_abandons_the_window_without_guessing() -> None:
     assert len(ignored(out, IgnoreReason.MISSED_PRESS)) == 1
 
 
+DOUBLE = [(1.0, True), (1.08, False), (1.2, True), (1.28, False)]
+"""A double press with human timing (80 ms clicks, 120 ms gap)."""
+
+
+def deliver_late(
+    rec: GestureRecognizer, edges: list[tuple[float, bool]], delivered: list[float], end: float
+) -> list[ButtonOutput]:
+    """Each edge reaches the caller at its ``delivered`` time (a stall, a queue) and is passed
+    with its own time as ``at``; the caller's clock runs the timers in between, as a camera loop
+    does while the late edges wait behind the stall."""
+    out: list[ButtonOutput] = []
+    for (time_s, pressed), now in zip(edges, delivered, strict=True):
+        out += rec.handle_timeout(now)
+        out += rec.edge(pressed=pressed, now=now, at=time_s)
+    return out + run_timers(rec, end) + rec.handle_timeout(end)
+
+
+@pytest.mark.parametrize("stall_s", [0.0, 0.03, 0.05, 0.07, 0.15, 0.3])
+def test_a_second_press_delivered_after_a_stall_is_still_a_double_press(stall_s: float) -> None:
+    """The host stalls from just before the second press; the press reaches the recognizer only
+    at the end of the stall, after the caller's clock (and timers) ran to then. Decided by the
+    edges' own times, the gesture and its time are those of a timely delivery."""
+    timely = drive(GestureRecognizer(), DOUBLE, end=5.0)
+    delivered = [1.0, 1.08, 1.2 + stall_s, max(1.28, 1.2 + stall_s)]
+    late = deliver_late(GestureRecognizer(), DOUBLE, delivered, end=5.0)
+    assert late == timely == [Gesture(GestureKind.DOUBLE_PRESS, 1.23, started_s=1.0)]
+
+
+def test_edges_queued_behind_a_stall_are_all_taken_before_a_deadline_is_judged() -> None:
+    """A 15 ms glitch and a click, all four edges delivered at once after a 0.4 s stall: the
+    press's debounce deadline passed during the stall, yet the release queued behind it makes it
+    a glitch, as it was on the line."""
+    edges = [(1.0, True), (1.015, False), (1.1, True), (1.18, False)]
+    timely = drive(GestureRecognizer(), edges, end=5.0)
+    rec = GestureRecognizer()
+    out = rec.handle_timeout(1.4)
+    for time_s, pressed in edges:
+        out += rec.edge(pressed=pressed, now=1.4, at=time_s)
+    assert rec.next_deadline() == 1.4  # the debounce of the click's release: due at once
+    out += run_timers(rec, 5.0) + rec.handle_timeout(5.0)
+    assert out == timely
+    assert [type(o).__name__ for o in out] == ["InputIgnored", "Gesture"]
+
+
+def test_a_late_edge_never_goes_before_a_decision_already_taken() -> None:
+    """The window closed (a single press) at 0.58 before the second press, stamped 0.5, arrived:
+    a decision cannot be undone, so the press counts from then."""
+    rec = GestureRecognizer()
+    out = drive(rec, [(0.0, True), (0.08, False)], end=0.6)
+    assert gestures(out) == [GestureKind.SINGLE_PRESS]
+    assert rec.edge(pressed=True, now=0.7, at=0.5) == []
+    assert rec.next_deadline() == pytest.approx(0.7)  # 0.58 + the debounce, behind now
+    out = rec.handle_timeout(0.7)
+    assert rec.handle_timeout(3.58) == [Gesture(GestureKind.HOLD, 3.58, started_s=0.58)]
+    assert out == []
+    with pytest.raises(LocalProtocolError, match="finite"):
+        rec.edge(pressed=False, now=4.0, at=math.nan)
+
+
 def test_time_going_backwards_or_not_finite_is_the_callers_bug() -> None:
     rec = GestureRecognizer()
     rec.press(1.0)

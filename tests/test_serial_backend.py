@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import re
@@ -557,6 +558,37 @@ async def test_on_a_clean_line_inputs_are_delivered_as_they_arrive() -> None:
     assert [input_time(e) for e in log.of(ButtonInput)] == [2.0, 2.1, 1.95]  # as they came
     assert log.ages == [0.0] * 4
     assert counters["holds"] == counters["held_inputs"] == counters["reordered_inputs"] == 0
+
+
+@pytest.mark.asyncio
+async def test_inputs_waiting_for_the_consumer_hold_the_camera_world_back() -> None:
+    """After a host stall the reader may decode the frames that waited behind it before the
+    consumer (the hardware shell) has placed them: meanwhile the camera must not play its world
+    on (``hold_lag_s``), or a gesture deadline would be judged without them. Bounded by
+    ``max_hold_s``, so a consumer that stopped does not stop the camera."""
+    async with running(PtyMcu(0x2222)) as mcu:
+        backend = SerialBackend(mcu.path, boot_id=0x1111, hold=HoldConfig(0.2, 0.4))
+        await backend.open()
+        try:
+            events = backend.timed_events()
+            assert isinstance((await anext(events))[0], LinkUpEvent)
+            assert backend.hold_lag_s() is None
+            await mcu.send(ButtonEdge(2000, Button.EVENT, pressed=True))
+            async with asyncio.timeout(5.0):
+                while backend.hold_lag_s() is None:  # decoded, not yet taken
+                    await asyncio.sleep(0.001)
+            assert backend.hold_lag_s() == math.inf
+            event, age = await anext(events)
+            assert (event, age) == (ButtonInput("event", pressed=True, hw_time_s=2.0), 0.0)
+            assert backend.hold_lag_s() is None  # taken: the world may go on
+            await mcu.send(ButtonEdge(2100, Button.EVENT, pressed=False))
+            async with asyncio.timeout(5.0):
+                while backend.hold_lag_s() is None:
+                    await asyncio.sleep(0.001)
+            await asyncio.sleep(0.45)  # nobody takes it
+            assert backend.hold_lag_s() is None
+        finally:
+            await backend.close()
 
 
 # -- link loss and unplug -----------------------------------------------------------------------

@@ -56,8 +56,10 @@ class HardwareBackend(ABC):
 
     def hold_lag_s(self) -> float | None:
         """While the backend holds inputs back to deliver them in order (a serial frame was lost
-        and will be resent), how far before the present one may still belong: the camera must
-        not play its world past that. None (the default): nothing is held."""
+        and will be resent), or has inputs that arrived but wait for ``events()``' consumer, how
+        far before the present one may still belong (``math.inf``: anywhere the camera has not
+        yet played): the camera must not play its world past that. None (the default): nothing
+        is held."""
         return None
 
     def counters(self) -> Mapping[str, int]:

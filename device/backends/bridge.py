@@ -37,7 +37,13 @@ do not go back). A hardware clock that jumps back by more than ``resync_s`` with
 So intervals are exact while the transit delay is steady, and a frame delayed by jitter keeps
 its hardware spacing as long as the camera has not yet been advanced past that time (the daemon
 advances it on every tick and at every timer, so jitter beyond about a tick is absorbed only in
-part). A frame lost and resent 0.25 s later is another matter: the serial backend then holds the
+part). The Event button is the exception that matters: its gestures are decided by the hardware's
+spacing even when the camera ran ahead (a host stall delays the edges behind it, and the camera
+loop may run first). The hub gets each edge with the time it belongs at before the ``floor``
+pull (``HardwareClock.last``), and the gesture recognizer takes it there unless it has already
+decided something later; the camera acts on the gesture at its own clock.
+
+A frame lost and resent 0.25 s later is another matter: the serial backend then holds the
 inputs that follow, hands them over in ``t_ms`` order, each with the time it would have arrived
 (``now``), and meanwhile the daemon holds the camera's world (``floor``) back before the loss
 (``HardwareShell.horizon``), so they are placed at their hardware times with their spacing.
@@ -95,7 +101,8 @@ class HardwareClock:
         self.offset: float | None = None
         """Camera time minus hardware time of the fastest input seen; None before the first."""
         self.last = -math.inf
-        """The camera time given to the previous input."""
+        """Where the previous input belongs in camera time, by the hardware's clock: what
+        ``to_camera`` returned, or earlier when that was pulled up to its ``floor``."""
         self.resyncs = 0
         self._last_hw = -math.inf
 
@@ -111,7 +118,8 @@ class HardwareClock:
         """The camera time of an input stamped ``hw_time_s`` that arrived at camera time ``now``.
 
         ``floor``: the camera has already been advanced to it (an input that arrived before it
-        is placed at it).
+        is placed at it). Where the input belongs without that pull (``last`` after the call) is
+        what the gesture recognizer, which decides by the hardware's times, is given.
         """
         if not (math.isfinite(hw_time_s) and math.isfinite(now)):
             raise ValueError(f"hardware and camera times must be finite: {hw_time_s}, {now}")
@@ -129,9 +137,8 @@ class HardwareClock:
                 offset = min(aged, candidate)
         self.offset = offset
         self._last_hw = max(self._last_hw, hw_time_s)
-        camera_t = max(min(now, hw_time_s + offset), self.last, floor)
-        self.last = camera_t
-        return camera_t
+        self.last = max(min(now, hw_time_s + offset), self.last)
+        return max(self.last, floor)
 
 
 class HardwareBridge:
@@ -191,13 +198,14 @@ class HardwareBridge:
         if self.camera.state is CameraState.OFF:
             self.counters["while_off"] += 1
             return
-        self._input(event, at)
+        self._input(event, at, self.clock.last)
 
-    def _input(self, event: BackendEvent, at: float) -> None:
+    def _input(self, event: BackendEvent, at: float, placed: float) -> None:
         hub = self.hub
         match event:
             case ButtonInput(button="event", pressed=pressed):
-                hub.button_edge(pressed=pressed, now=at)
+                # Late after a stall (placed < at), an edge still counts from its own time.
+                hub.button_edge(pressed=pressed, now=at, at=placed)
             case ButtonInput(button=button):
                 self.counters["ignored"] += 1
                 log.info("the %s button has no camera function: ignored", button)

@@ -12,7 +12,11 @@ Arduino-style boards.
 Inputs are delivered as they arrive, except after a loss: when the link's decoder drops bytes
 (a corrupted frame, to be resent 0.25 s later), the inputs that arrive next are held and released
 together in ``t_ms`` order (``serial_delivery.InputHold``), and ``hold_lag_s`` tells the camera not
-to play its world past the loss meanwhile.
+to play its world past the loss meanwhile, nor past inputs that arrived but wait for the consumer.
+
+The modules: this one runs the port sessions and their tasks; ``serial_events`` turns the link's
+events into backend events; ``serial_outputs`` sends and keeps the outputs; ``serial_delivery``
+holds and queues inputs; ``serial_convert`` maps messages to events and outputs.
 """
 
 from __future__ import annotations
@@ -28,47 +32,22 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import ClassVar
 
 from device.backends.base import HardwareBackend
-from device.backends.events import BackendEvent, LinkDownEvent, LinkUpEvent, Output
+from device.backends.events import BackendEvent, Output
 from device.backends.serial_convert import (
     HOST_CAPABILITIES,
-    INPUT_MESSAGES,
     LINK_COUNTERS,
     OWN_COUNTERS,
-    McuClock,
-    OutputMessage,
-    StateKey,
-    capability_names,
     check_options,
-    input_event,
     link_counts,
     output_message,
-    state_key,
 )
-from device.backends.serial_delivery import (
-    Delivery,
-    EventQueue,
-    HoldConfig,
-    InputHold,
-    loss_marks,
-)
+from device.backends.serial_delivery import EventQueue, HoldConfig, InputHold
+from device.backends.serial_events import LinkEvents
+from device.backends.serial_outputs import OutputKeeper
 from device.errors import HardwareError
 from device.serialport import ByteLink, PortGone, open_byte_link
 from protocol.errors import LocalProtocolError
-from protocol.serial import (
-    Connected,
-    DeliveryFailed,
-    Hello,
-    LinkConfig,
-    LinkEvent,
-    LinkLost,
-    LinkState,
-    MessageReceived,
-    MessageRejected,
-    PeerRebooted,
-    Role,
-    SerialLink,
-    VersionMismatch,
-)
+from protocol.serial import LinkConfig, Role, SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +99,19 @@ class SerialBackend(HardwareBackend):
         self._retired: Counter[str] = Counter(dict.fromkeys(LINK_COUNTERS.values(), 0))
         self._queue = EventQueue(max_queued_events, lambda _: self._count("events_dropped"))
         self._hold = InputHold(hold if hold is not None else HoldConfig.for_link(self._config))
-        self._state: dict[StateKey, OutputMessage] = {}
-        self._dirty: set[StateKey] = set()
-        self._mcu_clock = McuClock()
+        self._outputs = OutputKeeper(clock=clock, count=self._count, wake=self._wake)
+        self._inbound = LinkEvents(
+            port,
+            queue=self._queue,
+            hold=self._hold,
+            outputs=self._outputs,
+            clock=clock,
+            count=self._count,
+        )
         self._link: SerialLink | None = None
         self._sessions = 0
-        self._peer_boot: int | None = None
-        self._capabilities: frozenset[str] = frozenset()
-        self._up = False
-        self._ever_up = False
         self._tx_ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
-        self._first_up: asyncio.Future[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -140,14 +120,14 @@ class SerialBackend(HardwareBackend):
     @property
     def capabilities(self) -> frozenset[str]:
         """What the MCU announced in its last Hello (empty before the first handshake)."""
-        return self._capabilities
+        return self._inbound.capabilities
 
     async def open(self) -> None:
         """Open the port and wait for the handshake; raise ``HardwareError`` saying why not."""
         if self._runner is not None or self._closed:
             raise HardwareError(f"serial backend on {self._url} was already opened")
         port = await open_byte_link(self._url, baudrate=self._baudrate)
-        first_up = self._first_up = asyncio.get_running_loop().create_future()
+        first_up = self._inbound.first_up = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._run(port), name=f"serial backend {self._url}")
         try:
             async with asyncio.timeout(self._handshake_timeout_s):
@@ -175,7 +155,7 @@ class SerialBackend(HardwareBackend):
             await asyncio.wait([runner])
             if not runner.cancelled() and runner.exception() is not None:
                 log.error("serial backend runner failed", exc_info=runner.exception())
-        self._end_hold()
+        self._inbound.end_hold()
         self._queue.finish()
 
     async def events(self) -> AsyncIterator[BackendEvent]:
@@ -191,13 +171,12 @@ class SerialBackend(HardwareBackend):
             arrived = delivery.arrived
             yield delivery.event, 0.0 if arrived is None else max(0.0, self._clock() - arrived)
             if not self._queue:
-                self._hold.taken()  # the consumer has everything released: the world may go on
+                self._inbound.taken()  # the consumer has everything: the world may go on
 
     def hold_lag_s(self) -> float | None:
-        """While inputs are held after a loss, or released but not yet taken: how far back the
-        camera's world must stay (``InputHold.horizon``). None otherwise."""
-        horizon = self._hold.horizon(self._clock())
-        return None if horizon is None else max(0.0, self._clock() - horizon)
+        """While inputs are held after a loss, or wait in the queue for the consumer: how far
+        back the camera's world must stay (``LinkEvents.horizon_lag_s``). None otherwise."""
+        return self._inbound.horizon_lag_s()
 
     async def output(self, output: Output) -> None:
         """Send ``output`` reliably if connected; LED and display states are also kept to resend.
@@ -211,14 +190,7 @@ class SerialBackend(HardwareBackend):
             message = output_message(output)
         except LocalProtocolError as error:
             raise HardwareError(f"cannot send {output!r} to the bench MCU: {error}") from error
-        key = state_key(message)
-        if key is not None:
-            self._state[key] = message
-        link = self._link
-        if link is not None and link.state is LinkState.CONNECTED:
-            self._send(link, message, key)
-        elif key is None:
-            self._count("outputs_dropped")  # a beep or buzz is moot by the time the link is back
+        self._outputs.output(message, self._link)
 
     def counters(self) -> Mapping[str, int]:
         """Frames, CRC errors, resyncs, retries, link losses, reconnects, drops, holds."""
@@ -237,7 +209,7 @@ class SerialBackend(HardwareBackend):
                 self._count("internal_errors")
                 log.exception("serial backend: session on %s failed", self._url)
                 reason = f"internal error: {error!r}"
-            self._port_gone(reason)
+            self._inbound.port_gone(reason)
             port = await self._reopen()
 
     async def _session(self, port: ByteLink) -> str:
@@ -264,7 +236,7 @@ class SerialBackend(HardwareBackend):
         finally:
             self._link = None
             self._retired.update(link_counts(link))
-            self._handle(link, link.close())  # in-flight outputs fail; their states are kept
+            self._inbound.handle(link, link.close())  # in-flight outputs fail; states are kept
             await port.close()
         return reason
 
@@ -290,18 +262,9 @@ class SerialBackend(HardwareBackend):
         while True:
             data = await port.read()
             with self._supervised("handling bytes from the MCU"):
-                self._receive(link, data, self._clock())
-                self._flush_dirty(link)
+                self._inbound.receive(link, data, self._clock())
+                self._outputs.flush_deferred(link)
             self._wake()
-
-    def _receive(self, link: SerialLink, data: bytes, now: float) -> None:
-        # A hold that is over ends before these bytes: what they carry comes after its inputs.
-        self._release(self._hold.handle_timeout(now))
-        marks = loss_marks(link.counters)
-        events = link.receive_data(data, now)
-        if loss_marks(link.counters) != marks:
-            self._hold.lost(now)  # before the events: the inputs that came with the loss wait
-        self._handle(link, events)
 
     async def _timer_loop(self, link: SerialLink) -> None:
         while True:
@@ -319,10 +282,7 @@ class SerialBackend(HardwareBackend):
             # here must not be taken for the MCU's silence.
             await asyncio.sleep(0)
             with self._supervised("running the link timers"):
-                now = self._clock()
-                self._release(self._hold.handle_timeout(now))
-                if (due := link.next_deadline()) is not None and due <= now:
-                    self._handle(link, link.handle_timeout(now))
+                self._inbound.timeout(link, self._clock())
             self._tx_ready.set()
 
     async def _write_loop(self, port: ByteLink, link: SerialLink) -> None:
@@ -345,110 +305,6 @@ class SerialBackend(HardwareBackend):
     def _wake(self) -> None:
         self._tx_ready.set()
         self._timers_changed.set()
-
-    # -- link events ----------------------------------------------------------------------------
-
-    def _handle(self, link: SerialLink, events: list[LinkEvent]) -> None:
-        for event in events:
-            match event:
-                case MessageReceived(message=message) if isinstance(message, INPUT_MESSAGES):
-                    received = input_event(message, self._mcu_clock.seconds(message.t_ms))
-                    if (delivery := self._hold.put(received, self._clock())) is not None:
-                        self._queue.put(delivery)
-                case Connected(peer=peer):
-                    self._on_connected(link, peer)
-                case PeerRebooted():
-                    self._link_down("the bench MCU restarted")
-                case LinkLost(reason=reason):
-                    self._link_down(f"serial link lost: {reason}")
-                case DeliveryFailed(message=message, reason=reason):
-                    self._count("delivery_failed")
-                    # While down it is expected, and the state is re-sent on the way back up.
-                    level = logging.WARNING if self._up else logging.DEBUG
-                    log.log(level, "bench MCU did not take %r: %s", message, reason)
-                case VersionMismatch():
-                    self._on_version_mismatch(event)
-                case MessageRejected(reason=reason):
-                    log.debug("serial backend: refused a frame from the MCU: %s", reason)
-
-    def _on_connected(self, link: SerialLink, peer: Hello) -> None:
-        self._end_hold()  # the previous connection's inputs come first
-        rebooted = self._peer_boot is not None and peer.boot_id != self._peer_boot
-        if peer.boot_id != self._peer_boot:
-            self._mcu_clock.restart()
-        self._peer_boot = peer.boot_id
-        self._capabilities = capability_names(peer.capabilities)
-        if self._ever_up:
-            self._count("reconnects")
-        self._up = self._ever_up = True
-        firmware = peer.firmware or "MCU"
-        description = f"{self._url}: {firmware} (boot {peer.boot_id:08x})"
-        log.info("serial link up: %s%s", description, ", rebooted" if rebooted else "")
-        self._queue.put(Delivery(LinkUpEvent(description, self._capabilities, rebooted)))
-        # The MCU may have rebooted or missed outputs while the link was down: send it all.
-        for key, message in self._state.items():
-            self._send(link, message, key)
-        if self._first_up is not None and not self._first_up.done():
-            self._first_up.set_result(None)
-
-    def _link_down(self, reason: str) -> None:
-        self._end_hold()  # the inputs of the link that went away come first
-        if not self._up:
-            return
-        self._up = False
-        self._count("link_losses")
-        log.warning("serial link down (%s): %s", self._url, reason)
-        self._queue.put(Delivery(LinkDownEvent(reason)))
-
-    def _release(self, deliveries: list[Delivery]) -> None:
-        for delivery in deliveries:
-            self._queue.put(delivery)
-
-    def _end_hold(self) -> None:
-        """Deliver the inputs held after a loss now, in order."""
-        self._release(self._hold.release(self._clock()))
-
-    def _port_gone(self, reason: str) -> None:
-        self._count("port_losses")
-        self._link_down(reason)
-        self._fail_open(f"serial port {self._url} went away during the handshake: {reason}")
-
-    def _on_version_mismatch(self, event: VersionMismatch) -> None:
-        message = f"{event.description} (serial port {self._url})"
-        if not self._fail_open(message):
-            log.error("%s", message)
-
-    def _fail_open(self, message: str) -> bool:
-        """Make a pending ``open`` raise ``message``; False when ``open`` is not waiting."""
-        if self._first_up is None or self._first_up.done():
-            return False
-        self._first_up.set_exception(HardwareError(message))
-        return True
-
-    # -- outputs --------------------------------------------------------------------------------
-
-    def _send(self, link: SerialLink, message: OutputMessage, key: StateKey | None) -> None:
-        try:
-            link.send(message, self._clock(), reliable=True)
-        except LocalProtocolError as error:
-            # max_in_flight frames await acks: a state is sent later, a beep or buzz is moot.
-            if key is not None:
-                self._dirty.add(key)
-                self._count("outputs_deferred")
-            else:
-                self._count("outputs_dropped")
-                log.warning("serial backend: dropped %r: %s", message, error)
-            return
-        if key is not None:
-            self._dirty.discard(key)
-        self._wake()
-
-    def _flush_dirty(self, link: SerialLink) -> None:
-        """Send the states deferred while ``max_in_flight`` frames awaited acks."""
-        for key in list(self._dirty):
-            if link.state is not LinkState.CONNECTED or link.in_flight >= link.config.max_in_flight:
-                return
-            self._send(link, self._state[key], key)
 
     def _count(self, name: str) -> None:
         self._own[name] += 1

@@ -6,8 +6,10 @@
   an input the backend held back, at when it would have arrived), first letting the daemon play
   the camera's world up to the input's time (``advance``), then wakes the camera loop;
 - ``horizon(now)`` is how far the camera loop may play the camera's world: ``now``, except while
-  the backend holds inputs back after a loss (``HardwareBackend.hold_lag_s``), when it stops
-  where a held or resent input may still belong, so that input can be placed at its own time;
+  the backend holds inputs back after a loss, or has inputs that wait to be taken (after a host
+  stall, decoded before this shell ran: ``HardwareBackend.hold_lag_s``), when it stops where
+  such an input may still belong, so that no deadline is judged before the input up to it is
+  known and the input is placed at its own time;
 - ``show`` (called after each step of the camera loop) queues what the bridge says the hardware
   should show; ``send`` (a task) sends the queue in order; ``flush`` lets it finish at shutdown.
 
