@@ -117,6 +117,9 @@ class DaemonStats:
     """Publishes the client or the broker refused (journal, uploads)."""
     handler_errors: int = 0
     """Incoming messages whose handling raised (the receiver's supervisor caught it)."""
+    progress_changes: int = 0
+    """Bumped whenever the upload or audit progress may have moved: a fleet reads it again only
+    then (``sim.fleet.camera.FleetCamera.sample``)."""
 
 
 class Daemon:
@@ -183,6 +186,10 @@ class Daemon:
         self._audit_seq = -1
         self.counters: dict[str, int] = {"commands": 0, "peer_messages": 0, "bad_messages": 0}
         self.stats = DaemonStats()
+        self.on_change: Callable[[], None] | None = None
+        """Called after anything that may have moved the camera's state, ``stats``, the upload
+        or audit progress or the link: a fleet re-reads only the cameras that moved
+        (``sim.fleet.totals``)."""
 
     @staticmethod
     def subscriptions(camera_id: str, config: DaemonConfig) -> list[str]:
@@ -207,6 +214,13 @@ class Daemon:
     def progress(self) -> UploadProgress:
         """The upload manager's progress."""
         return self.uploads.progress()
+
+    def _changed(self, *, progress: bool = False) -> None:
+        """Something moved (``progress``: the upload or audit progress may have too)."""
+        if progress:
+            self.stats.progress_changes += 1
+        if self.on_change is not None:
+            self.on_change()
 
     async def run(self, stop: asyncio.Event, *, finished: Callable[[], bool] | None = None) -> None:
         """Run until ``stop`` is set (or ``finished()`` returns true), then shut down cleanly.
@@ -246,6 +260,7 @@ class Daemon:
                 if self.camera.state is not CameraState.OFF:
                     # Ctrl-C or SIGTERM: stop the recording and close its segment, as a switch-off.
                     self.camera.power_off(self.now(), "daemon stopped")
+                    self._changed(progress=True)
                 self._show()
                 if self.hardware is not None:
                     await self.hardware.flush(OUTPUT_FLUSH_S)
@@ -266,9 +281,10 @@ class Daemon:
             self._advanced_to = until if reached is None else reached
             self._collect(now)
             self._show()
+            self._changed()
             if finished is not None and finished():
                 return
-            await self._sleep_until_due(until, stop)
+            await self._sleep_until_due(stop)
 
     def _collect(self, now: float) -> None:
         """Move what the camera produced into the journal and the upload manager."""
@@ -296,6 +312,7 @@ class Daemon:
         self.uploads.set_critical(self.camera.critical)
         self.uploads.refresh(now)
         self._uploads_changed.set()
+        self.stats.progress_changes += 1
 
     def _journal(self, topic: str, payload: bytes) -> None:
         self.journal.append(topic, payload)
@@ -325,10 +342,17 @@ class Daemon:
         self._telemetry = encode_message(message)
         self._journal_changed.set()
 
-    async def _sleep_until_due(self, now: float, stop: asyncio.Event) -> None:
-        due = [self.driver.next_time(), self.uploads.next_deadline(), self._next_telemetry]
-        target = min((d for d in due if d is not None), default=now + self.config.max_tick_s)
-        wait_s = max(0.0, min(self.config.max_tick_s, (target - now) / self.config.speed))
+    async def _sleep_until_due(self, stop: asyncio.Event) -> None:
+        """Sleep until the next deadline (at most ``max_tick_s``), or until woken.
+
+        The wait is timed from now, when the loop goes to sleep, not from the start of its
+        iteration: the work done in the iteration is not added to it.
+        """
+        target = self._next_telemetry
+        for due in (self.driver.next_time(), self.uploads.next_deadline()):
+            if due is not None and due < target:
+                target = due
+        wait_s = max(0.0, min(self.config.max_tick_s, (target - self.now()) / self.config.speed))
         self._wake.clear()
         if stop.is_set():
             return
@@ -344,6 +368,7 @@ class Daemon:
     async def _flush_journal_briefly(self) -> None:
         """On shutdown, give connected publishing a moment to empty the journal."""
         self._collect(self.now())
+        self._changed(progress=True)
         if not self.link.connected.is_set():
             return
         with contextlib.suppress(TimeoutError):
@@ -378,10 +403,12 @@ class Daemon:
             self._uploads_changed.set()
             self._audit_changed.set()
             self._journal_changed.set()
+            self._changed(progress=True)
             await self.link.disconnected.wait()
             self.uploads.link_down(self.now())
             if self.audit_ship is not None:
                 self.audit_ship.link_down(self.now())
+            self._changed(progress=True)
 
     def _max_message_size(self) -> int | None:
         limit = self.link.max_packet_size
@@ -399,6 +426,7 @@ class Daemon:
                     self.stats.telemetry_sent += 1
                 except MqttLinkError:
                     self.stats.telemetry_failed += 1
+                self._changed()
             entries = self.journal.pending()
             if not entries:
                 self._journal_drained.set()
@@ -410,14 +438,17 @@ class Daemon:
                     await self.link.publish(entry.topic, entry.payload, qos=1)
                 except PublishUncertain:
                     self.stats.publish_uncertain += 1
+                    self._changed()
                     break  # unknown: publish it again (receivers drop duplicates by ID)
                 except MqttLinkError as error:
                     if not isinstance(error, LinkDown):
                         self.stats.publish_refused += 1
+                        self._changed()
                     log.info("journal publish paused: %s", error)
                     break
                 self.journal.mark_published(entry.seq)
                 self.stats.journal_published += 1
+                self._changed()
 
     async def _uploader(self) -> None:
         """Carry out the upload manager's publishes; wake on acks, link changes and deadlines.
@@ -432,6 +463,7 @@ class Daemon:
                 now = self.now()
                 self.uploads.handle_timeout(now)
                 publishes = self.uploads.poll(now)
+                self._changed(progress=True)
                 if publishes:
                     for publish in publishes:
                         publishing.create_task(self._publish_upload(publish))
@@ -456,6 +488,7 @@ class Daemon:
         except MqttLinkError as error:
             self.stats.publish_refused += 1
             log.warning("upload publish refused: %s", error)
+        self._changed()
 
     async def _audit_shipper(self, shipper: AuditShipper) -> None:
         """Ship the audit log's new lines, paced by the receiver's acks (docs/protocol.md)."""
@@ -473,6 +506,7 @@ class Daemon:
                     self.stats.publish_uncertain += 1
                 except LinkDown:
                     pass
+                self._changed(progress=True)
             if (problem := shipper.take_problem()) is not None:
                 log.warning("audit shipping stopped: %s", problem.message)
                 self.camera.report_fault(
@@ -484,6 +518,7 @@ class Daemon:
                     remote=problem.remote,
                 )
                 self._wake.set()
+            self._changed(progress=True)
             deadline = shipper.next_deadline()
             poll_s = self.config.poll_s
             wait_s = poll_s if deadline is None else (deadline - now) / self.config.speed
@@ -500,6 +535,7 @@ class Daemon:
                 self.counters["bad_messages"] += 1
                 self.stats.handler_errors += 1
                 log.exception("message on %s could not be handled", message.topic)
+            self._changed(progress=True)
 
     def _handle(self, message: LinkMessage) -> None:
         now = self.now()

@@ -11,6 +11,7 @@ and deleted on its camera, and no error.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections import Counter
@@ -21,14 +22,18 @@ import pytest
 
 from device.daemon import DaemonConfig
 from device.errors import ConfigError
+from device.mqtt.settings import BrokerSettings
 from device.packets import Stream
 from device.prebuffer import PreEventBuffer, PreEventBufferConfig
 from device.store import segment_name
 from sim.broker import PrivateBroker
 from sim.cli import main
 from sim.feed import FeedOptions
+from sim.fleet.camera import COUNTED, FleetCamera, live_options
 from sim.fleet.config import FleetConfig
 from sim.fleet.plan import plan_cameras, recording_set, worker_indices
+from sim.fleet.stats import WorkerReport
+from sim.fleet.totals import CameraTotals
 from sim.media import MediaSource
 from sim.receiver.verify import verify_receiver_store
 from sim.runner import ScenarioRun
@@ -211,6 +216,62 @@ def test_the_plan_names_seeds_staggers_and_picks_recording_cameras(tmp_path: Pat
     shares = [set(worker_indices(config, w)) for w in range(config.workers)]
     assert set().union(*shares) == set(range(40))
     assert sum(len(s) for s in shares) == 40
+
+
+def fleet_cameras(config: FleetConfig) -> list[FleetCamera]:
+    """The cameras of ``config``, made but not started (no broker is needed)."""
+    broker = BrokerSettings("127.0.0.1", 1)
+    utc_now = dt.datetime(2026, 11, 29, 14, 0, tzinfo=dt.UTC)
+    return [
+        FleetCamera(
+            plan, live_options(config, config.camera_dirs / plan.device_id, broker), utc_now=utc_now
+        )
+        for plan in plan_cameras(config, range(config.count))
+    ]
+
+
+def test_the_running_totals_follow_the_cameras_that_moved(tmp_path: Path) -> None:
+    """A worker's totals re-read only the cameras that said they moved (their daemon's
+    ``on_change``), and match a full recount of every camera when every change was said."""
+    config = FleetConfig(count=4, data_dir=tmp_path, duration_s=30, recording_fraction=0)
+    totals = CameraTotals()
+    for camera in fleet_cameras(config):
+        totals.add(camera)
+    cameras = totals.cameras
+
+    def counts(*, full: bool = False) -> tuple[dict[str, int], Counter[str]]:
+        totals.update(full=full)
+        report, errors = WorkerReport(worker=0, cameras=len(cameras)), Counter[str]()
+        totals.fill(report, errors)
+        return {name: getattr(report, name) for name in COUNTED}, errors
+
+    def moved(camera: FleetCamera) -> None:
+        hook = camera.live.daemon.on_change
+        assert hook is not None
+        hook()
+
+    assert counts()[0] == dict.fromkeys(COUNTED, 0)
+    for camera in cameras[:3]:
+        camera.started = True
+        moved(camera)
+    cameras[0].live.run.advance_to(1.0)  # powers on: buffering
+    moved(cameras[0])
+    first, errors = counts()
+    assert (first["started"], first["buffering"], first["connected"]) == (3, 1, 0)
+    assert not errors
+    stats = cameras[1].live.daemon.stats
+    stats.telemetry_sent, stats.publish_refused = 7, 2
+    assert counts() == (first, Counter())  # not said: not re-read
+    moved(cameras[1])
+    second, errors = counts()
+    assert second["telemetry_sent"] == 7
+    assert errors == Counter(publish_refused=2)
+    stats.publish_refused, stats.telemetry_sent = 0, 9
+    moved(cameras[1])
+    cameras[3].started = True
+    moved(cameras[3])
+    assert counts() == ({**second, "telemetry_sent": 9, "started": 4}, Counter())
+    assert counts() == counts(full=True)
 
 
 @pytest.mark.parametrize(

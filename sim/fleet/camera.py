@@ -11,7 +11,9 @@ that make an idle camera cheap:
 - a camera loop that sleeps until its next deadline (telemetry, a timeline step, a media batch)
   instead of waking every 50 ms, and uploader and audit shipper woken by news, not by polling.
 
-``sample`` adds the camera's state to a worker's report.
+``sample`` reads the camera's counters (``CameraSample``) for a worker's report; ``watch``
+has the camera say when they may have moved (its daemon's ``on_change``, its start, its crash),
+so that a worker re-reads only those (``sim.fleet.totals``).
 """
 
 from __future__ import annotations
@@ -19,21 +21,47 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final, NamedTuple
 
 from device.camera import CameraState
+from device.daemon import DaemonStats
 from device.mqtt.settings import BrokerSettings
 from sim.feed import FeedOptions
 from sim.fleet.config import IDLE_POLL_S, MEDIA_BATCH_S, FleetConfig
 from sim.fleet.plan import CameraPlan
-from sim.fleet.stats import WorkerReport
 from sim.live import LiveCamera, LiveOptions
 from sim.media import derive_seed
 
 log = logging.getLogger(__name__)
 
 _RECORDING = frozenset({CameraState.RECORDING, CameraState.POST_EVENT})
+
+COUNTED: Final = (
+    "started",
+    "connected",
+    "buffering",
+    "recording",
+    "recordings",
+    "telemetry_sent",
+    "events_published",
+    "uploading",
+    "segments_verified",
+    "bytes_verified",
+    "segments_pending",
+)
+"""The ``WorkerReport`` counts a camera adds to, in the order of ``CameraSample.counts``."""
+
+
+class CameraSample(NamedTuple):
+    """One camera's share of a worker's report: ``COUNTED`` in order, and its error counts."""
+
+    counts: tuple[int, ...]
+    errors: tuple[tuple[str, int], ...]
+
+
+NOT_STARTED: Final = CameraSample((0,) * len(COUNTED), ())
 
 
 def live_options(config: FleetConfig, data_dir: Path, broker: BrokerSettings) -> LiveOptions:
@@ -58,6 +86,12 @@ class FleetCamera:
         self.live = LiveCamera(plan.scenario, options, utc_now=utc_now)
         self.started = False
         self.crashed = False
+        self.last = NOT_STARTED
+        """The sample a worker's totals hold for this camera (``sim.fleet.totals``)."""
+        self._moved: Callable[[], None] | None = None
+        self._progress: tuple[int, tuple[int, int, int, int, bool]] = (-1, (0, 0, 0, 0, False))
+        """``(progress_changes, progress counts)`` at the last read of the upload and audit
+        progress, which is read again only when the daemon says it may have moved."""
 
     @property
     def device_id(self) -> str:
@@ -71,39 +105,72 @@ class FleetCamera:
     async def play(self, stop: asyncio.Event) -> None:
         """Run until ``stop``; an exception is logged and counted, never raised (a supervisor)."""
         self.started = True
+        self._changed()
         try:
             await self.live.play(stop, until_uploaded=False)
         except Exception:  # a supervisor: one camera's failure must not stop the fleet
             self.crashed = True
+            self._changed()
             log.exception("camera %s stopped", self.device_id)
 
-    def sample(self, report: WorkerReport, errors: Counter[str]) -> None:
-        """Add this camera to ``report`` and its error counts to ``errors``."""
+    def watch(self, moved: Callable[[FleetCamera], None]) -> None:
+        """Call ``moved(self)`` whenever what ``sample`` reads may have changed."""
+
+        def changed() -> None:
+            moved(self)
+
+        self._moved = self.live.daemon.on_change = changed
+
+    def _changed(self) -> None:
+        if self._moved is not None:
+            self._moved()
+
+    def sample(self, *, fresh: bool = False) -> CameraSample:
+        """The camera's counters now (all zero before it started); ``fresh``: the upload and
+        audit progress read again even if the daemon did not say they moved."""
         live = self.live
         if not self.started:
-            return
-        report.started += 1
-        report.connected += live.link.connected.is_set()
+            return NOT_STARTED
         camera = live.run.camera
         state = camera.state
-        report.buffering += state is CameraState.BUFFERING
-        report.recording += state in _RECORDING
-        report.recordings += len(camera.finished) + (camera.recording is not None)
         stats = live.daemon.stats
-        report.telemetry_sent += stats.telemetry_sent
-        report.events_published += stats.journal_published
-        progress = live.uploads.progress()
-        report.uploading += progress.queued_segments > 0
-        report.segments_verified += progress.verified_segments
-        report.bytes_verified += progress.verified_bytes
-        report.segments_pending += progress.queued_segments
-        for kind, count in (
+        if fresh:
+            self._progress = (-1, self._progress[1])
+        queued, verified, verified_bytes, rejected, audit_stopped = self._progress_counts(stats)
+        counts = (
+            1,
+            int(live.link.connected.is_set()),
+            int(state is CameraState.BUFFERING),
+            int(state in _RECORDING),
+            len(camera.finished) + (camera.recording is not None),
+            stats.telemetry_sent,
+            stats.journal_published,
+            int(queued > 0),
+            verified,
+            verified_bytes,
+            queued,
+        )
+        errors = (
             ("telemetry_failed", stats.telemetry_failed),
             ("publish_timeout", stats.publish_uncertain),
             ("publish_refused", stats.publish_refused),
-            ("upload_rejected", progress.rejected_segments),
-            ("audit_shipping_stopped", int(live.audit_ship.progress().problem is not None)),
+            ("upload_rejected", rejected),
+            ("audit_shipping_stopped", int(audit_stopped)),
             ("camera_crashed", int(self.crashed)),
-        ):
-            if count:
-                errors[kind] += count
+        )
+        return CameraSample(counts, tuple((kind, n) for kind, n in errors if n))
+
+    def _progress_counts(self, stats: DaemonStats) -> tuple[int, int, int, int, bool]:
+        """Queued, verified segments and bytes, rejected segments, audit shipping stopped."""
+        seen, counts = self._progress
+        if seen != stats.progress_changes:
+            progress = self.live.uploads.progress()
+            counts = (
+                progress.queued_segments,
+                progress.verified_segments,
+                progress.verified_bytes,
+                progress.rejected_segments,
+                self.live.audit_ship.progress().problem is not None,
+            )
+            self._progress = (stats.progress_changes, counts)
+        return counts

@@ -6,9 +6,10 @@ The parent starts each worker with ``multiprocessing`` (spawn) and a pipe. The w
    their public keys (``Keys``), then ``Ready``;
 2. on ``Start`` (a ``time.monotonic`` instant, which every process on the host shares) starts
    camera ``i`` at ``i / connect_rate`` fleet seconds, so connections are staggered;
-3. samples its cameras every second into a ``WorkerReport`` for the parent; measures its idle
-   RSS once every camera is connected and before any records; gives freed heap memory back to
-   the OS every few seconds;
+3. reports its cameras' totals every second in a ``WorkerReport`` to the parent (kept up to date
+   from the cameras that moved, ``sim.fleet.totals``); once every camera is connected and before
+   any records, settles its heap and measures its idle CPU and RSS; gives freed heap memory back
+   to the OS every few seconds;
 4. at the end of the duration (or on ``Stop``) takes the final CPU and RSS, stops every camera
    cleanly (a recording in progress is closed, the journal flushed, the offline status sent),
    and sends the final report.
@@ -40,11 +41,12 @@ from sim.fleet.plan import plan_cameras, worker_indices
 from sim.fleet.process import heap_trimmer, raise_fd_limit
 from sim.fleet.stats import WorkerReport, cpu_seconds, rss_bytes
 from sim.fleet.tally import LogTally, tolerate_closed_socket_writes
+from sim.fleet.totals import CameraTotals
 
 log = logging.getLogger(__name__)
 
 REPORT_S: Final = 1.0
-"""How often a worker reports to the parent (sampling 1,000 cameras costs about 5 ms)."""
+"""How often a worker reports to the parent (``sim.fleet.totals`` keeps that cheap)."""
 IDLE_SETTLE_S: Final = 2.0
 """After the last camera connected, how long before the idle CPU and memory are measured."""
 TRIM_S: Final = 5.0
@@ -86,7 +88,8 @@ class Worker:
         self.config = spec.config
         self.conn = conn
         self.tally = tally
-        self.cameras: list[FleetCamera] = []
+        self.totals = CameraTotals()
+        self.cameras: list[FleetCamera] = self.totals.cameras
         self.playing: list[asyncio.Task[None]] = []
         self.stop = asyncio.Event()
         self.orphaned = False
@@ -153,7 +156,7 @@ class Worker:
         utc_now = dt.datetime.now(dt.UTC)
         for plan in plans:
             options = live_options(config, config.camera_dirs / plan.device_id, self.spec.broker)
-            self.cameras.append(FleetCamera(plan, options, utc_now=utc_now))
+            self.totals.add(FleetCamera(plan, options, utc_now=utc_now))
         self._first_action_s = min(
             (
                 camera.plan.start_s + entry.at_s
@@ -226,7 +229,8 @@ class Worker:
         """
         if self._idle is not None or self._idle_missed:
             return
-        now = asyncio.get_running_loop().time() - self._t0
+        loop = asyncio.get_running_loop()
+        now = loop.time() - self._t0
         recording = report.recording > 0 or report.recordings > 0
         if self._idle_from is None:
             if recording:
@@ -235,12 +239,15 @@ class Worker:
                 if self._connected_at is None:
                     self._connected_at = now
                 if now - self._connected_at >= IDLE_SETTLE_S:
-                    self._idle_from = (now, cpu_seconds())
+                    # What connecting made lives as long as the cameras: freeze it too, before
+                    # the window rather than in it (a full collection takes a few hundred ms).
+                    _settle_heap()
+                    self._idle_from = (loop.time() - self._t0, cpu_seconds())
             return
         since, cpu = self._idle_from
         if recording or now - since >= self._idle_window_s(since):
             spent = cpu_seconds() - cpu
-            _settle_heap()
+            gc.collect()  # cheap now: only what the window made is not frozen
             self._idle = (rss_bytes(), spent, now - since)
 
     def _idle_window_s(self, since: float) -> float:
@@ -252,8 +259,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         report = WorkerReport(worker=self.spec.worker, cameras=len(self.cameras), final=final)
         errors: Counter[str] = Counter(self.tally.errors)
-        for camera in self.cameras:
-            camera.sample(report, errors)
+        self.totals.update(full=final)
+        self.totals.fill(report, errors)
         if final:
             missing = len(self.cameras) - report.connected
             if missing:
