@@ -276,3 +276,33 @@ async def test_a_broker_that_never_answers_connect_is_reported_with_what_to_try(
             async with translated_connect(client):
                 pass
         assert "no CONNACK" in str(failed.value)
+
+
+async def test_keepalive_checks_wake_at_paho_deadlines_and_still_end_a_dead_connection(
+    mosquitto: PrivateBroker,
+) -> None:
+    """A connection whose broker stops answering ends a keepalive after the unanswered PINGREQ,
+    and paho's checks wake at its deadlines, not every second as aiomqtt's do."""
+    keepalive = 5
+    async with GateBroker(mosquitto, "stall") as gate:
+        settings = parse_broker_url(gate.url, keepalive_s=keepalive, connect_timeout_s=5.0)
+        client = make_client(
+            settings, client_id="cam-001", will_topic="w", will_payload=b"", max_inflight=1
+        )
+        checks = 0
+        check = client._client.loop_misc
+
+        def counted() -> Any:
+            nonlocal checks
+            checks += 1
+            return check()
+
+        client._client.loop_misc = counted  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        async with translated_connect(client):
+            connected_at = loop.time()
+            with contextlib.suppress(Exception):  # how paho words the keepalive loss
+                await wait_for(client._disconnected, timeout_s=4 * keepalive, what="keepalive")
+            lasted = loop.time() - connected_at
+    assert 2 * keepalive - 1 <= lasted <= 3 * keepalive, lasted
+    assert checks <= 6, f"{checks} keepalive checks in {lasted:.1f} s"

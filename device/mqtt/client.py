@@ -142,6 +142,15 @@ class DeviceClient(SocketGuardedClient):
         self.fail_pending("connection closed")
         super()._close_socket()
 
+    async def _misc_loop(self) -> None:
+        # Replaces aiomqtt's, which wakes every second for each client so that paho can check
+        # its keepalive: with a thousand cameras in one event loop those wake-ups (and their
+        # timer-heap churn) were a fifth of a fleet worker's CPU. Sleep until paho's next
+        # keepalive deadline instead; paho's own clock, since it compares against its stamps.
+        client = self._client
+        while client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(_until_keepalive_due(client, paho.time_func()))
+
     def fail_pending(self, why: str) -> None:
         """Wake every publish waiting for an acknowledgement with ``PublishInterrupted``."""
         acks, self._acks = self._acks, {}
@@ -298,3 +307,21 @@ def _no_connack_hint(client: DeviceClient, exc: aiomqtt.MqttError) -> str:
         # A broker without MQTT 5 (RabbitMQ before 3.13, for one) drops the CONNECT unanswered.
         return " (no CONNACK: a broker without MQTT 5 answers nothing; try --mqtt 3.1.1)"
     return " (no CONNACK: the broker is overloaded or not an MQTT broker)"
+
+
+MISC_FLOOR_S: Final = 0.25
+"""The shortest sleep between paho's keepalive checks (never a busy loop at a deadline)."""
+
+
+def _until_keepalive_due(client: paho.Client, now: float) -> float:
+    """Seconds until paho's ``loop_misc`` has something to do: send a PINGREQ (nothing sent or
+    received for a keepalive) or give up on a PINGRESP (a keepalive after the PINGREQ)."""
+    keepalive = client._keepalive
+    if keepalive <= 0:
+        return 60.0
+    with client._msgtime_mutex:
+        quiet_since = min(client._last_msg_out, client._last_bytes_received)
+    due = quiet_since + keepalive
+    if client._ping_t > 0:
+        due = min(due, client._ping_t + keepalive)
+    return min(float(keepalive), max(MISC_FLOOR_S, due - now))
