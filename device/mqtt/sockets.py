@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -50,10 +51,14 @@ class SocketGuardedClient(aiomqtt.Client):
                 self._loop.add_reader(fd, self._read_ready, client)
                 self._misc_task = self._loop.create_task(self._misc_loop())
 
+        self._on_loop(watch)
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        """Run ``action`` now on the loop's thread; from another thread, on the loop, later."""
         if _runs_on_this_thread(self._loop):
-            watch()
+            action()
         else:
-            self._loop.call_soon_threadsafe(watch)
+            self._loop.call_soon_threadsafe(action)
 
     def _read_ready(self, client: paho.Client) -> None:
         """Bytes to read: let paho read them (aiomqtt's reader callback, unchanged)."""
@@ -89,10 +94,7 @@ class SocketGuardedClient(aiomqtt.Client):
             if client.socket() is sock and client._registered_write:
                 self._loop.add_writer(fd, self._write_ready, client)
 
-        if _runs_on_this_thread(self._loop):
-            watch()
-        else:
-            self._loop.call_soon_threadsafe(watch)
+        self._on_loop(watch)
 
     def _write_ready(self, client: paho.Client) -> None:
         """The socket takes bytes again: let paho write (aiomqtt's writer callback, unchanged)."""
